@@ -1,0 +1,4 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""ULTRA-HSTU components for meta-recsys/generative-recommenders (GR)."""
+
+__version__ = "0.1.0"
