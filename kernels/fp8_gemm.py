@@ -1,0 +1,195 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Public API of the FP8 rowwise GEMM with fused 2D/1D bias.
+
+    x_fp8, x_scale = quantize_rowwise(x)              # activations, one scale a row
+    w_fp8, w_scale = quantize_weight(w)               # weights [N, K], one scale an output channel
+    y = fp8_addmm(x_fp8, x_scale, w_fp8, w_scale, bias2d=residual, bias1d=b)   # bf16 [M, N]
+
+Both ops are ``torch.library`` custom ops (``ultra_hstu::fp8_addmm``,
+``ultra_hstu::quantize_rowwise``) with fake implementations, so they trace under torch.compile.
+Inputs are checked before any launch; errors name the offending tensor and value.
+"""
+
+from typing import Optional, Union
+
+import torch
+from ultra_hstu_plugin.kernels.fp8_gemm_reference import (
+    FP8_DTYPE,
+    fp8_addmm_reference,
+    quantize_rowwise_reference,
+)
+
+BACKENDS = ("triton", "pytorch")
+_BIAS_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+_INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+_MIN_FP8_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with e4m3 tensor cores
+
+
+def fp8_supported(device: Union[torch.device, str, None]) -> bool:
+    """Whether the Triton FP8 kernels can run on ``device`` (CUDA, compute capability >= 8.9)."""
+    if device is None:
+        return False
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device) >= _MIN_FP8_CAPABILITY
+
+
+def _triton_module():
+    # Imported lazily: the pytorch backend must work where triton cannot be imported.
+    from ultra_hstu_plugin.kernels import fp8_gemm_triton
+
+    return fp8_gemm_triton
+
+
+def _check_triton_device(device: torch.device, op: str) -> None:
+    """The Triton path needs an FP8-capable GPU, or the CPU interpreter (tests)."""
+    if device.type == "cuda":
+        if not fp8_supported(device):
+            cap = torch.cuda.get_device_capability(device)
+            raise RuntimeError(
+                f"{op}(backend='triton') needs a CUDA device with FP8 (compute capability >= "
+                f"8.9); {device} has compute capability {cap[0]}.{cap[1]}. "
+                "Use backend='pytorch' or a bf16 path there."
+            )
+        return
+    if device.type == "cpu" and _triton_module().interpreting():
+        return
+    raise RuntimeError(
+        f"{op}(backend='triton') runs on CUDA devices with FP8 (or on CPU under "
+        f"TRITON_INTERPRET=1 for tests); got a tensor on {device}. Use backend='pytorch'."
+    )
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _check_addmm_inputs(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias2d: Optional[torch.Tensor],
+    bias1d: Optional[torch.Tensor],
+) -> None:
+    for name, t in (("x_fp8", x_fp8), ("w_fp8", w_fp8)):
+        if t.dtype != FP8_DTYPE:
+            raise TypeError(f"{name} must be {FP8_DTYPE}, got {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous (row-major), got strides {t.stride()}")
+    M, K = x_fp8.shape
+    N, Kw = w_fp8.shape
+    if Kw != K:
+        raise ValueError(f"x_fp8 is [M, K] = {tuple(x_fp8.shape)} but w_fp8 [N, K] has K={Kw}")
+    if K % 16 != 0:
+        raise ValueError(f"K={K} is not a multiple of 16 (required by the FP8 tensor-core GEMM)")
+    for name, t, n in (("x_scale", x_scale, M), ("w_scale", w_scale, N)):
+        if t.dtype != torch.float32:
+            raise TypeError(f"{name} must be torch.float32, got {t.dtype}")
+        if tuple(t.shape) != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous, got strides {t.stride()}")
+    for name, t, shape in (("bias2d", bias2d, (M, N)), ("bias1d", bias1d, (N,))):
+        if t is None:
+            continue
+        if t.dtype not in _BIAS_DTYPES:
+            raise TypeError(f"{name} must have a dtype in {_BIAS_DTYPES}, got {t.dtype}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous, got strides {t.stride()}")
+    named = [("x_fp8", x_fp8), ("x_scale", x_scale), ("w_fp8", w_fp8), ("w_scale", w_scale)]
+    named += [(n, t) for n, t in (("bias2d", bias2d), ("bias1d", bias1d)) if t is not None]
+    devices = {t.device for _, t in named}
+    if len(devices) > 1:
+        where = ", ".join(f"{n} on {t.device}" for n, t in named)
+        raise ValueError(f"all tensors must be on one device, got {where}")
+
+
+@torch.library.custom_op("ultra_hstu::fp8_addmm", mutates_args=())
+def _fp8_addmm_op(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias2d: Optional[torch.Tensor],
+    bias1d: Optional[torch.Tensor],
+    backend: str,
+) -> torch.Tensor:
+    _check_backend(backend)
+    _check_addmm_inputs(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+    if backend == "pytorch":
+        return fp8_addmm_reference(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+    _check_triton_device(x_fp8.device, "fp8_addmm")
+    return _triton_module().fp8_addmm_triton(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+
+
+@_fp8_addmm_op.register_fake
+def _(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend):
+    _check_backend(backend)
+    _check_addmm_inputs(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+    return x_fp8.new_empty((x_fp8.shape[0], w_fp8.shape[0]), dtype=torch.bfloat16)
+
+
+def fp8_addmm(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias2d: Optional[torch.Tensor] = None,
+    bias1d: Optional[torch.Tensor] = None,
+    backend: str = "triton",
+) -> torch.Tensor:
+    """``bias2d + (x_scale[:, None] * (x_fp8 @ w_fp8^T) * w_scale[None, :]) + bias1d`` in bf16.
+
+    ``x_fp8 [M, K]`` and ``w_fp8 [N, K]`` are e4m3 (``K % 16 == 0``), ``x_scale [M]`` and
+    ``w_scale [N]`` fp32, ``bias2d [M, N]`` and ``bias1d [N]`` optional (bf16, fp16 or fp32,
+    contiguous).  Accumulates in fp32.  ``backend="pytorch"`` runs the reference on any device.
+    """
+    return _fp8_addmm_op(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
+
+
+def _check_quantize_input(x: torch.Tensor) -> None:
+    if x.dtype not in _INPUT_DTYPES:
+        raise TypeError(f"x must have a dtype in {_INPUT_DTYPES}, got {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D [M, K], got shape {tuple(x.shape)}")
+
+
+@torch.library.custom_op("ultra_hstu::quantize_rowwise", mutates_args=())
+def _quantize_rowwise_op(x: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_backend(backend)
+    _check_quantize_input(x)
+    if backend == "pytorch":
+        return quantize_rowwise_reference(x)
+    _check_triton_device(x.device, "quantize_rowwise")
+    return _triton_module().quantize_rowwise_triton(x.contiguous())
+
+
+@_quantize_rowwise_op.register_fake
+def _(x, backend):
+    _check_backend(backend)
+    _check_quantize_input(x)
+    return (
+        x.new_empty(x.shape, dtype=FP8_DTYPE),
+        x.new_empty((x.shape[0],), dtype=torch.float32),
+    )
+
+
+def quantize_rowwise(x: torch.Tensor, backend: str = "triton") -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [M, K]`` -> ``(x_fp8 [M, K] e4m3, scale [M] fp32)``, ``scale = max(amax, eps) / 448``.
+
+    All-zero rows get a positive scale and zeros; values are clamped to +-448 (no inf/NaN).
+    """
+    return _quantize_rowwise_op(x, backend)
+
+
+def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel quantisation of ``w [N, K]`` (PyTorch; weights change once a step)."""
+    _check_quantize_input(w)
+    return quantize_rowwise_reference(w.detach())

@@ -1,0 +1,58 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch reference for the FP8 rowwise GEMM and the rowwise quantiser.
+
+Obviously right and device-agnostic: dequantise to fp32, matmul (in fp64), add the biases, cast to
+bf16.  Used by the tests, as the ``backend="pytorch"`` path, and to quantise weights.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_E4M3_MAX = 448.0
+# Same clamp as the Triton quantiser: an all-zero row gets a tiny positive scale, so it
+# quantises to zeros and contributes exactly 0 (never 0/0 = NaN).
+AMAX_EPS = 1e-12
+
+
+def quantize_rowwise_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [M, K]`` -> ``(x_fp8 [M, K] e4m3, scale [M] fp32)`` with ``x ~ x_fp8 * scale[:, None]``.
+
+    ``scale = max(amax, eps) / 448``; values are clamped to +-448 before the cast because e4m3fn
+    has no inf (an out-of-range cast gives NaN).  Also used for weights ``[N, K]``, where rows
+    are output channels.
+    """
+    xf = x.float()
+    amax = xf.abs().amax(dim=1) if x.shape[1] > 0 else xf.new_zeros(x.shape[0])
+    scale = amax.clamp_min(AMAX_EPS) / FP8_E4M3_MAX
+    q = (xf / scale[:, None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE)
+    return q, scale
+
+
+def dequantize_rowwise_reference(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`quantize_rowwise_reference` up to rounding, in fp32."""
+    return q.float() * scale[:, None]
+
+
+def fp8_addmm_reference(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias2d: Optional[torch.Tensor] = None,
+    bias1d: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``bias2d + (x_scale * (x_fp8 @ w_fp8^T) * w_scale) + bias1d`` -> bf16 ``[M, N]``."""
+    x = dequantize_rowwise_reference(x_fp8, x_scale)
+    w = dequantize_rowwise_reference(w_fp8, w_scale)
+    # The product in fp64: exact for these operands up to the final rounding, and immune to
+    # TF32 (which CUDA may use for fp32 matmuls and which adds error of the order being tested).
+    y = torch.matmul(x.double(), w.double().t()).float()
+    if bias1d is not None:
+        y = y + bias1d.float()
+    if bias2d is not None:
+        y = y + bias2d.float()
+    return y.to(torch.bfloat16)

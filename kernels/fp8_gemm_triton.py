@@ -1,0 +1,340 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Triton kernels: FP8 (e4m3) rowwise-scaled GEMM with a fused 2D/1D bias, and rowwise quantisation.
+
+``y = bias2d + (scale_x[:, None] * (x_fp8 @ w_fp8^T) * scale_w[None, :]) + bias1d`` in bf16,
+accumulated in fp32.  ``w`` is ``[N, K]`` (nn.Linear layout): a ``[BLOCK_N, BLOCK_K]`` tile of it,
+transposed, is K-major, which is the operand layout Hopper's fp8 wgmma wants.
+
+Callers validate inputs (see ``fp8_gemm.py``); these launchers assume contiguous tensors,
+``K % 16 == 0`` and scales of the right shape.
+
+Interpreter (``TRITON_INTERPRET=1``, CPU): the kernels run unchanged; the triton 3.9 interpreter
+executes the fp8 ``tl.dot``.  Should an interpreter lack it, a probe detects that once and the
+kernel upcasts its tiles to fp32 before the dot (``EMULATE_FP8_DOT``), which gives the same
+numbers (e4m3 values and their products are exact in fp32).  The GPU path is always a real fp8
+``tl.dot``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+FP8_E4M3_MAX = 448.0
+# amax is clamped to at least this before dividing by 448: an all-zero row gets a tiny positive
+# scale, quantises to exact zeros and so contributes exactly 0 (y == bias), never 0/0 = NaN.
+AMAX_EPS = 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# Rowwise quantisation
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _round_to_e4m3_grid(v):
+    """Round fp32 ``v`` (``|v| <= 448``) to the nearest e4m3 value, ties to even, in fp32.
+
+    Only for interpreters whose fp32 -> fp8 cast rounds wrongly (triton 3.9's maps 124.3 to 64):
+    the cast of an already representable value is exact there."""
+    biased_exp = (v.to(tl.int32, bitcast=True) >> 23) & 0xFF
+    # 3 mantissa bits: spacing 2^(e-3); below 2^-6 (subnormals) a fixed 2^-9.
+    ulp = (tl.maximum(biased_exp - 3, 127 - 9) << 23).to(tl.float32, bitcast=True)
+    # Adding and subtracting 1.5 * 2^23 rounds |t| < 2^22 to an integer, ties to even.
+    t = v / ulp
+    return ((t + 12582912.0) - 12582912.0) * ulp
+
+
+@triton.jit
+def _quantize_rowwise_kernel(
+    x_ptr,
+    q_ptr,
+    scale_ptr,
+    M,
+    K,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    AMAX_EPS_C: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    EMULATE_FP8_CAST: tl.constexpr,
+):
+    # One program quantises BLOCK_M whole rows.  Pass 1 finds each row's amax, pass 2 scales and
+    # casts; when K <= BLOCK_K both passes touch one tile and pass 2 re-reads it from cache.
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    row_off = rows.to(tl.int64)[:, None] * K
+    cols = tl.arange(0, BLOCK_K)
+
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        mask = row_mask[:, None] & ((k0 + cols)[None, :] < K)
+        x = tl.load(x_ptr + row_off + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
+
+    # Correctly rounded divisions so the result matches the PyTorch reference bit for bit.
+    scale = tl.div_rn(tl.maximum(amax, AMAX_EPS_C), FP8_MAX)
+    tl.store(scale_ptr + rows, scale, mask=row_mask)
+
+    for k0 in range(0, K, BLOCK_K):
+        mask = row_mask[:, None] & ((k0 + cols)[None, :] < K)
+        x = tl.load(x_ptr + row_off + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        q = tl.div_rn(x, scale[:, None])
+        # Rounding can push |q| a hair past 448, and e4m3fn has no inf: a value past its range
+        # becomes NaN, so clamp first.
+        q = tl.minimum(tl.maximum(q, -FP8_MAX), FP8_MAX)
+        if EMULATE_FP8_CAST:
+            q = _round_to_e4m3_grid(q)
+        tl.store(q_ptr + row_off + k0 + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
+
+
+def quantize_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [M, K]`` (contiguous) -> ``(x_fp8 [M, K] e4m3, scale [M] fp32)``, ``x ~ x_fp8 * scale``."""
+    M, K = x.shape
+    q = torch.empty((M, K), dtype=torch.float8_e4m3fn, device=x.device)
+    scale = torch.empty((M,), dtype=torch.float32, device=x.device)
+    if M == 0:
+        return q, scale
+    # About 8K elements a program: enough 16-byte loads in flight, few registers a thread.
+    block_k = min(triton.next_power_of_2(max(K, 1)), 8192)
+    block_m = max(1, min(64, 8192 // block_k))
+    grid = (triton.cdiv(M, block_m),)
+    _quantize_rowwise_kernel[grid](
+        x,
+        q,
+        scale,
+        M,
+        K,
+        BLOCK_M=block_m,
+        BLOCK_K=block_k,
+        AMAX_EPS_C=AMAX_EPS,
+        FP8_MAX=FP8_E4M3_MAX,
+        EMULATE_FP8_CAST=interpreting() and interpreter_needs_fp8_cast_emulation(),
+        num_warps=4 if block_m * block_k <= 4096 else 8,
+    )
+    return q, scale
+
+
+# --------------------------------------------------------------------------------------------
+# GEMM
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fp8_addmm_kernel(
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    x_scale_ptr,
+    w_scale_ptr,
+    bias2d_ptr,
+    bias1d_ptr,
+    M,
+    N,
+    K,
+    M_BUCKET,  # only an autotune key: configs are tuned per power-of-two bucket of M
+    HAS_BIAS2D: tl.constexpr,
+    HAS_BIAS1D: tl.constexpr,
+    EMULATE_FP8_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    # Grouped ("swizzled") ordering: consecutive programs walk GROUP_M row-tiles down one column
+    # of tiles before moving right, so the W tiles they share stay in L2.
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Loads wrap out-of-range rows/cols onto valid ones (modulo) instead of masking, so the main
+    # loop carries no masks; the wrapped rows are never stored.  The launcher makes BLOCK_K
+    # divide K, so K needs no mask either.
+    rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
+    rn = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N)
+    x_ptrs = x_ptr + rm.to(tl.int64)[:, None] * K + offs_k[None, :]
+    w_ptrs = w_ptr + rn.to(tl.int64)[:, None] * K + offs_k[None, :]
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in range(0, tl.cdiv(K, BLOCK_K)):
+        a = tl.load(x_ptrs)
+        b = tl.load(w_ptrs)
+        if EMULATE_FP8_DOT:
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32).T, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b.T, acc)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+
+    # Epilogue: scales, then the biases, loaded only here so they take no registers or shared
+    # memory during the main loop.
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    sx = tl.load(x_scale_ptr + offs_m, mask=mask_m, other=0.0)
+    sw = tl.load(w_scale_ptr + offs_n, mask=mask_n, other=0.0)
+    y = acc * sx[:, None] * sw[None, :]
+    if HAS_BIAS1D:
+        y += tl.load(bias1d_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    out_off = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    if HAS_BIAS2D:
+        y += tl.load(bias2d_ptr + out_off, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _cfg(bm: int, bn: int, bk: int, warps: int, stages: int, group: int = 8) -> triton.Config:
+    return triton.Config(
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group},
+        num_warps=warps,
+        num_stages=stages,
+    )
+
+
+# Hopper-oriented tiles.  128x256 gives the most reuse a tile; 128x128 leaves room for two
+# programs an SM, so one's epilogue (bias read, output write) overlaps the other's main loop.
+GPU_CONFIGS: list[triton.Config] = [
+    _cfg(128, 256, 128, 8, 3),
+    _cfg(128, 128, 128, 8, 4),
+    _cfg(128, 128, 128, 4, 4),
+    _cfg(256, 128, 128, 8, 3),
+    _cfg(128, 256, 64, 8, 4),
+    _cfg(64, 128, 128, 4, 4),
+]
+# Small tiles for the CPU interpreter: its cost is per program and per tile element.
+INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4}
+
+
+def _k_tile(block_k: int, K: int) -> int:
+    """Largest power of two <= block_k dividing K (K % 16 == 0, so at least 16)."""
+    while K % block_k:
+        block_k //= 2
+    return block_k
+
+
+def _prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    # Make every BLOCK_K divide K (the main loop has no K mask), then drop the duplicates.
+    K = named_args["K"]
+    seen, kept = set(), []
+    for c in configs:
+        kw = dict(c.kwargs, BLOCK_K=_k_tile(c.kwargs["BLOCK_K"], K))
+        key = (tuple(sorted(kw.items())), c.num_warps, c.num_stages)
+        if key not in seen:
+            seen.add(key)
+            kept.append(triton.Config(kw, num_warps=c.num_warps, num_stages=c.num_stages))
+    return kept
+
+
+def interpreting() -> bool:
+    """Whether the kernels here were built for the CPU interpreter (``TRITON_INTERPRET=1`` at
+    import time: triton decides when ``@triton.jit`` runs, not at launch)."""
+    return isinstance(_fp8_addmm_kernel, InterpretedFunction)
+
+
+@functools.cache
+def _autotuned_kernel(configs: tuple[triton.Config, ...]):
+    return triton.autotune(
+        configs=list(configs),
+        key=["M_BUCKET", "N", "K", "HAS_BIAS2D", "HAS_BIAS1D"],
+        prune_configs_by={"early_config_prune": _prune_configs},
+    )(_fp8_addmm_kernel)
+
+
+@triton.jit
+def _fp8_dot_probe_kernel(a_ptr, c_ptr):
+    offs = tl.arange(0, 16)
+    a = tl.load(a_ptr + offs[:, None] * 16 + offs[None, :])
+    tl.store(c_ptr + offs[:, None] * 16 + offs[None, :], tl.dot(a, a.T))
+
+
+@functools.cache
+def interpreter_needs_fp8_emulation() -> bool:
+    """Whether the CPU interpreter fails (or errs) on an fp8 dot; probed once per process."""
+    a = torch.randn(16, 16).to(torch.float8_e4m3fn)
+    c = torch.full((16, 16), float("nan"))
+    try:
+        _fp8_dot_probe_kernel[(1,)](a, c)
+    except Exception:
+        return True
+    ref = a.float() @ a.float().T
+    return not torch.allclose(c, ref, rtol=1e-5, atol=1e-5)
+
+
+@triton.jit
+def _fp8_cast_probe_kernel(x_ptr, q_ptr):
+    offs = tl.arange(0, 64)
+    tl.store(q_ptr + offs, tl.load(x_ptr + offs).to(q_ptr.dtype.element_ty))
+
+
+@functools.cache
+def interpreter_needs_fp8_cast_emulation() -> bool:
+    """Whether the CPU interpreter's fp32 -> e4m3 cast disagrees with PyTorch's (round to
+    nearest even); probed once per process."""
+    # Values just under a power of two (rounding carries into the exponent) and exact ties.
+    x = torch.linspace(-440.0, 440.0, 64) + 0.37
+    x[:8] = torch.tensor([124.33, -125.77, 7.86, 0.2471, 100.0, 336.0, -31.18, 1.0e-3])
+    q = torch.empty(64, dtype=torch.float8_e4m3fn)
+    _fp8_cast_probe_kernel[(1,)](x, q)
+    return not torch.equal(q.float(), x.to(torch.float8_e4m3fn).float())
+
+
+def fp8_addmm_triton(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias2d: torch.Tensor | None,
+    bias1d: torch.Tensor | None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """Launch the GEMM (inputs already validated).  ``config`` pins one tile config (benchmarks)."""
+    M, K = x_fp8.shape
+    N = w_fp8.shape[0]
+    out = torch.empty((M, N), dtype=torch.bfloat16, device=x_fp8.device)
+    if M == 0 or N == 0:
+        return out
+    args = (
+        x_fp8,
+        w_fp8,
+        out,
+        x_scale,
+        w_scale,
+        bias2d if bias2d is not None else out,  # dummy pointer, never read
+        bias1d if bias1d is not None else x_scale,
+        M,
+        N,
+        K,
+        triton.next_power_of_2(M),
+    )
+    flags = {"HAS_BIAS2D": bias2d is not None, "HAS_BIAS1D": bias1d is not None}
+
+    def grid(meta: dict) -> tuple[int]:
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+    if interpreting():
+        cfg = dict(INTERPRETER_CONFIG)
+        cfg["BLOCK_K"] = _k_tile(cfg["BLOCK_K"], K)
+        emulate = interpreter_needs_fp8_emulation()
+        _fp8_addmm_kernel[grid](*args, **flags, EMULATE_FP8_DOT=emulate, **cfg)
+    elif config is not None:
+        cfg = dict(config)
+        warps, stages = cfg.pop("num_warps", 8), cfg.pop("num_stages", 3)
+        cfg["BLOCK_K"] = _k_tile(cfg["BLOCK_K"], K)
+        _fp8_addmm_kernel[grid](
+            *args, **flags, EMULATE_FP8_DOT=False, **cfg, num_warps=warps, num_stages=stages
+        )
+    else:
+        _autotuned_kernel(tuple(GPU_CONFIGS))[grid](*args, **flags, EMULATE_FP8_DOT=False)
+    return out
