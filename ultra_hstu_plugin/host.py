@@ -1,0 +1,177 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""The one seam to generative-recommenders (GR).
+
+Every GR symbol the plugin uses is imported here and nowhere else, so that when GR moves
+upstream one file changes, and when GR is missing the user gets one clear error naming
+the install.  Numbers in this repository were measured against GR commit db1bf8f.
+"""
+
+from __future__ import annotations
+
+GR_PINNED_COMMIT = "db1bf8f"
+GR_INSTALL_HINT = (
+    "generative-recommenders (GR) is not importable. Install it from its repository, e.g.\n"
+    "  git clone https://github.com/meta-recsys/generative-recommenders && "
+    f"git -C generative-recommenders checkout {GR_PINNED_COMMIT} && "
+    "pip install --no-deps -e generative-recommenders"
+)
+
+
+class HostNotInstalledError(ImportError):
+    """Raised when a GR-facing part of the plugin is used without GR installed."""
+
+
+try:
+    from generative_recommenders.common import HammerKernel, HammerModule
+    from generative_recommenders.dlrm_v3.checkpoint import (
+        load_dmp_checkpoint,
+        save_dmp_checkpoint,
+    )
+    from generative_recommenders.dlrm_v3.configs import (
+        get_embedding_table_config,
+        get_hstu_configs,
+    )
+    from generative_recommenders.dlrm_v3.datasets.dataset import (
+        DLRMv3RandomDataset,
+        collate_fn,
+    )
+    from generative_recommenders.dlrm_v3.datasets.movie_lens import (
+        DLRMv3MovieLensDataset,
+    )
+    from generative_recommenders.dlrm_v3.train.utils import (
+        ChunkDistributedSampler,
+        HammerToTorchDataset,
+        dense_optimizer_factory_and_class,
+        eval_loop,
+        sparse_optimizer_factory_and_class,
+        train_eval_loop,
+        train_loop,
+    )
+    from generative_recommenders.dlrm_v3.utils import MetricsLogger
+    from generative_recommenders.dlrm_v3.utils import get_dataset as get_gr_dataset
+    from generative_recommenders.modules.dlrm_hstu import DlrmHSTU, DlrmHSTUConfig
+    from generative_recommenders.modules.dynamic_stu import L2STU
+    from generative_recommenders.modules.hstu_transducer import HSTUTransducer
+    from generative_recommenders.modules.multitask_module import (
+        MultitaskTaskType,
+        TaskConfig,
+    )
+    from generative_recommenders.modules.preprocessors import (
+        ContextualPreprocessor,
+        get_contextual_input_embeddings,
+    )
+    from generative_recommenders.modules.stu import STU, STULayer, STULayerConfig, STUStack
+    from generative_recommenders.ops.hstu_compute import (
+        hstu_compute_output,
+        hstu_compute_uqvk,
+    )
+    from generative_recommenders.ops.jagged_tensors import concat_2D_jagged
+except ImportError as e:  # pragma: no cover - exercised by tests without GR
+    raise HostNotInstalledError(f"{GR_INSTALL_HINT}\n(import failed with: {e})") from e
+
+
+def gr_version() -> str:
+    """GR's git commit when installed from a checkout, else its package version."""
+    import os
+    import subprocess
+
+    import generative_recommenders
+
+    root = os.path.dirname(os.path.dirname(generative_recommenders.__file__))
+    try:
+        out = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+__all__ = [
+    "GR_INSTALL_HINT",
+    "GR_PINNED_COMMIT",
+    "ChunkDistributedSampler",
+    "ContextualPreprocessor",
+    "DLRMv3MovieLensDataset",
+    "DLRMv3RandomDataset",
+    "DlrmHSTU",
+    "DlrmHSTUConfig",
+    "HSTUTransducer",
+    "HammerKernel",
+    "HammerModule",
+    "HammerToTorchDataset",
+    "HostNotInstalledError",
+    "L2STU",
+    "MetricsLogger",
+    "MultitaskTaskType",
+    "STU",
+    "STULayer",
+    "STULayerConfig",
+    "STUStack",
+    "TaskConfig",
+    "collate_fn",
+    "concat_2D_jagged",
+    "dense_optimizer_factory_and_class",
+    "eval_loop",
+    "get_contextual_input_embeddings",
+    "get_embedding_table_config",
+    "get_hstu_configs",
+    "get_gr_dataset",
+    "gr_version",
+    "hstu_compute_output",
+    "hstu_compute_uqvk",
+    "load_dmp_checkpoint",
+    "save_dmp_checkpoint",
+    "sparse_optimizer_factory_and_class",
+    "train_eval_loop",
+    "train_loop",
+]
+
+
+# --- The GR attributes the plugin reaches into, named in this file only. ---
+
+
+def stu_module_of(model: DlrmHSTU) -> STU:
+    """The STU stack inside GR's ranking model (``DlrmHSTU._hstu_transducer._stu_module``)."""
+    return model._hstu_transducer._stu_module
+
+
+def set_stu_module(model: DlrmHSTU, stu: STU) -> None:
+    """Swap the encoder of GR's ranking model, keeping GR's transducer around it."""
+    model._hstu_transducer._stu_module = stu
+
+
+def input_preprocessor_of(model: DlrmHSTU) -> ContextualPreprocessor:
+    return model._hstu_transducer._input_preprocessor
+
+
+def action_modules_of(pre: ContextualPreprocessor) -> tuple:
+    """(ActionEncoder, action MLP) of GR's ContextualPreprocessor, or (None, None)."""
+    if getattr(pre, "_action_weights", None) is None:
+        return None, None
+    return pre._action_encoder, pre._action_embedding_mlp
+
+
+def set_action_mlp(pre: ContextualPreprocessor, mlp: "torch.nn.Module") -> None:  # noqa: F821
+    pre._action_embedding_mlp = mlp
+
+
+def zero_target_action_table(action_encoder: "torch.nn.Module") -> None:  # noqa: F821
+    """Make GR's ActionEncoder emit zeros at candidate positions.
+
+    GR gives candidates a learned "target action" embedding; ULTRA-HSTU's merged tokens
+    carry no action at candidates at all.  The table becomes a zero buffer (not a
+    parameter), so nothing can learn a value into it.
+    """
+    import torch
+
+    table = action_encoder._target_action_embedding_table
+    del action_encoder._target_action_embedding_table
+    action_encoder.register_buffer(
+        "_target_action_embedding_table", torch.zeros_like(table.data), persistent=False
+    )

@@ -1,0 +1,122 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""GR's ranking model (``DlrmHSTU``) with an encoder chosen by name.
+
+GR builds its model, preprocessor, transducer, multitask head and embedding collection;
+we only swap the STU stack inside the transducer (and, with
+``merged_item_action_tokens``, make the candidates' action input exactly zero).  So GR's
+data pipeline, losses, metrics, sharding and checkpoints all keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import gin
+import torch
+
+from ultra_hstu_plugin import host
+from ultra_hstu_plugin.host import DlrmHSTU, DlrmHSTUConfig, STU, STULayerConfig
+from ultra_hstu_plugin.modules.encoder import UltraHSTUEncoderConfig, build_ultra_hstu_encoder
+from ultra_hstu_plugin.modules.merged_tokens import use_merged_item_action_tokens
+from ultra_hstu_plugin.registry import discover
+
+logger = logging.getLogger(__name__)
+
+
+def contextual_seq_len(hstu_config: DlrmHSTUConfig) -> int:
+    return sum(dict(hstu_config.contextual_feature_to_max_length).values())
+
+
+def build_gr_hstu_encoder(
+    model: DlrmHSTU, hstu_config: DlrmHSTUConfig, encoder_config: Optional[Any], is_inference: bool
+) -> STU:
+    """GR's own STU stack as DlrmHSTU built it (the baseline)."""
+    if encoder_config is not None:
+        raise ValueError("encoder 'hstu' is GR's own stack and takes no encoder_config; unbind it")
+    return host.stu_module_of(model)
+
+
+def build_ultra_encoder(
+    model: DlrmHSTU,
+    hstu_config: DlrmHSTUConfig,
+    encoder_config: Optional[UltraHSTUEncoderConfig],
+    is_inference: bool,
+) -> STU:
+    enc = encoder_config if encoder_config is not None else UltraHSTUEncoderConfig(
+        num_full_layers=hstu_config.hstu_attn_num_layers
+    )
+    if not isinstance(enc, UltraHSTUEncoderConfig):
+        raise TypeError(f"encoder 'ultra_hstu' needs an UltraHSTUEncoderConfig, got {type(enc).__name__}")
+    layer_config = STULayerConfig(
+        embedding_dim=hstu_config.hstu_transducer_embedding_dim,
+        num_heads=hstu_config.hstu_num_heads,
+        hidden_dim=hstu_config.hstu_attn_linear_dim,
+        attention_dim=hstu_config.hstu_attn_qk_dim,
+        output_dropout_ratio=hstu_config.hstu_linear_dropout_rate,
+        use_group_norm=hstu_config.hstu_group_norm,
+        causal=True,
+        target_aware=True,
+        recompute_normed_x=enc.recompute_normed_x,
+        recompute_uvqk=enc.recompute_uvqk,
+        recompute_y=enc.recompute_y,
+        contextual_seq_len=contextual_seq_len(hstu_config),
+    )
+    return build_ultra_hstu_encoder(enc, layer_config, is_inference, max_seq_len=hstu_config.max_seq_len)
+
+
+class UltraDlrmHSTU(DlrmHSTU):
+    """``DlrmHSTU`` whose encoder is picked by registry name ("hstu", "ultra_hstu", ...)."""
+
+    def __init__(
+        self,
+        hstu_configs: DlrmHSTUConfig,
+        embedding_tables: Dict[str, Any],
+        is_inference: bool,
+        encoder: str = "ultra_hstu",
+        encoder_config: Optional[Any] = None,
+        bf16_training: bool = False,
+        merged_item_action_tokens: bool = False,
+    ) -> None:
+        builder = discover().get("encoder", encoder).load()  # fail before building anything
+        super().__init__(
+            hstu_configs=hstu_configs,
+            embedding_tables=embedding_tables,
+            is_inference=is_inference,
+            bf16_training=bf16_training,
+        )
+        self.encoder_name = encoder
+        host.set_stu_module(self, builder(self, hstu_configs, encoder_config, is_inference))
+        if merged_item_action_tokens:
+            use_merged_item_action_tokens(self, hstu_configs)
+
+
+@gin.configurable
+def make_ultra_model(
+    dataset: str,
+    encoder: str = "ultra_hstu",
+    encoder_config: Optional[Any] = None,
+    hstu_overrides: Optional[Dict[str, Any]] = None,
+    bf16_training: bool = False,
+    merged_item_action_tokens: bool = False,
+) -> Tuple[UltraDlrmHSTU, DlrmHSTUConfig, Dict[str, Any]]:
+    """GR's ``make_model`` with the encoder and dataset chosen by registry name."""
+    spec = discover().get("dataset", dataset).load()
+    hstu_config = spec.hstu_config(hstu_overrides)
+    tables = spec.tables(hstu_config)
+    model = UltraDlrmHSTU(
+        hstu_configs=hstu_config,
+        embedding_tables=tables,
+        is_inference=False,
+        encoder=encoder,
+        encoder_config=encoder_config,
+        bf16_training=bf16_training,
+        merged_item_action_tokens=merged_item_action_tokens,
+    )
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "_embedding_collection" not in n)
+    logger.info("built %s on %s: %d dense parameters", encoder, dataset, n_params)
+    return model, hstu_config, tables
+
+
+def dense_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "embedding_collection" not in n)

@@ -1,0 +1,146 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""ULTRA-HSTU encoder: SLA layers on the full sequence, then truncated upper layers.
+
+``num_full_layers`` (N1) layers see the whole sequence; the next ``num_truncated_layers``
+(N2) see only the contextual tokens + the last ``truncated_seq_len`` (L') history tokens +
+the candidates.  Truncation reuses GR's ``L2STU``, which splits those tokens off, runs the
+upper stack on them and stitches the untouched earlier tokens back, so GR's transducer
+and postprocessing see the layout they expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ultra_hstu_plugin.host import L2STU, STU, STULayerConfig, STUStack
+from ultra_hstu_plugin.kernels.sla_mask import TARGET_MODES
+from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
+
+
+@dataclass(frozen=True)
+class UltraHSTUEncoderConfig:
+    """Shape of the ULTRA-HSTU stack (bound from gin, see ``gin_configs/``).
+
+    k1 / k2: SLA window and global prefix of the full-sequence layers (k1 = 0: causal).
+    upper_k1 / upper_k2: the same for the truncated layers (their sequences are short, so
+        full causal, 0 / 0, is the usual choice).
+    target_mode: "window" (GR's local mask for candidates) or "history" (candidates see
+        the whole history, as TorchEasyRec's SLA).
+    full_attn_tail: rows this close to the candidates see everything causal (0 = off).
+    """
+
+    num_full_layers: int = 2
+    num_truncated_layers: int = 0
+    truncated_seq_len: int = 0
+    k1: int = 0
+    k2: int = 0
+    upper_k1: int = 0
+    upper_k2: int = 0
+    target_mode: str = "window"
+    full_attn_tail: int = 0
+    recompute_normed_x: bool = True
+    recompute_uvqk: bool = True
+    recompute_y: bool = True
+
+    def validate(self, max_seq_len: Optional[int] = None) -> None:
+        """One clear error naming the bad value; called before any layer is built."""
+        for name in (
+            "num_full_layers",
+            "num_truncated_layers",
+            "truncated_seq_len",
+            "k1",
+            "k2",
+            "upper_k1",
+            "upper_k2",
+            "full_attn_tail",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"ULTRA-HSTU encoder: {name} must be a non-negative int, got {value!r}")
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(
+                f"ULTRA-HSTU encoder: target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}"
+            )
+        if self.num_full_layers + self.num_truncated_layers == 0:
+            raise ValueError("ULTRA-HSTU encoder: num_full_layers + num_truncated_layers must be > 0")
+        if self.num_truncated_layers > 0 and self.truncated_seq_len == 0:
+            raise ValueError(
+                f"ULTRA-HSTU encoder: num_truncated_layers={self.num_truncated_layers} needs "
+                "truncated_seq_len > 0 (the L' history tokens the upper layers keep)"
+            )
+        if self.num_truncated_layers == 0 and self.truncated_seq_len > 0:
+            raise ValueError(
+                f"ULTRA-HSTU encoder: truncated_seq_len={self.truncated_seq_len} is set but "
+                "num_truncated_layers=0, so it would be ignored"
+            )
+        if max_seq_len is not None:
+            for name in ("k1", "k2", "truncated_seq_len", "full_attn_tail"):
+                value = getattr(self, name)
+                if value >= max_seq_len:
+                    raise ValueError(
+                        f"ULTRA-HSTU encoder: {name}={value} must be below max_seq_len={max_seq_len}"
+                        + (" (use k1=0 for full causal attention)" if name == "k1" else "")
+                    )
+            for name in ("upper_k1", "upper_k2"):
+                value = getattr(self, name)
+                if self.num_truncated_layers > 0 and value >= max_seq_len:
+                    raise ValueError(
+                        f"ULTRA-HSTU encoder: {name}={value} must be below max_seq_len={max_seq_len}"
+                    )
+
+
+def _layers(
+    n: int,
+    layer_config: STULayerConfig,
+    k1: int,
+    k2: int,
+    enc: UltraHSTUEncoderConfig,
+    is_inference: bool,
+) -> List[UltraHSTULayer]:
+    return [
+        UltraHSTULayer(
+            config=layer_config,
+            k1=k1,
+            k2=k2,
+            target_mode=enc.target_mode,
+            full_attn_tail=enc.full_attn_tail,
+            is_inference=is_inference,
+        )
+        for _ in range(n)
+    ]
+
+
+def build_ultra_hstu_encoder(
+    enc: UltraHSTUEncoderConfig,
+    layer_config: STULayerConfig,
+    is_inference: bool,
+    max_seq_len: Optional[int] = None,
+) -> STU:
+    """An ``STU`` (GR's interface) made of ULTRA-HSTU layers, truncation included."""
+    enc.validate(max_seq_len)
+    full = _layers(enc.num_full_layers, layer_config, enc.k1, enc.k2, enc, is_inference)
+    stack: List[STU] = list(full)
+    if enc.num_truncated_layers > 0:
+        upper = STUStack(
+            stu_list=list(
+                _layers(
+                    enc.num_truncated_layers,
+                    layer_config,
+                    enc.upper_k1,
+                    enc.upper_k2,
+                    enc,
+                    is_inference,
+                )
+            ),
+            is_inference=is_inference,
+        )
+        stack.append(
+            L2STU(
+                stu=upper,
+                max_l2_len=enc.truncated_seq_len,
+                is_inference=is_inference,
+                contextual_seq_len=layer_config.contextual_seq_len,
+            )
+        )
+    return STUStack(stu_list=stack, is_inference=is_inference)

@@ -1,0 +1,164 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""The ULTRA-HSTU layer: GR's ``STULayer`` with semi-local attention (SLA).
+
+It subclasses GR's ``STULayer`` so that parameter names, initialisation, the uvqk and
+output projections (``hstu_compute_uqvk`` / ``hstu_compute_output``), dtype handling and
+``set_hammer_kernel`` / ``set_training_dtype`` / ``set_is_inference`` are GR's own.  Only
+the attention changes: the SLA mask of :mod:`ultra_hstu_plugin.kernels.sla_mask`, through
+the dispatch in :mod:`ultra_hstu_plugin.modules.attention`.  With ``k1 = 0`` (full
+causal) its outputs equal GR's ``STULayer`` with the same weights.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ultra_hstu_plugin.host import (
+    HammerKernel,
+    STULayer,
+    STULayerConfig,
+    hstu_compute_output,
+    hstu_compute_uqvk,
+)
+from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
+from ultra_hstu_plugin.modules.attention import sla_attention
+
+
+class UltraHSTULayer(STULayer):
+    """One ULTRA-HSTU block: LayerNorm -> uvqk -> SLA attention -> gated output.
+
+    ``config`` is GR's ``STULayerConfig`` (dims, dropout, recompute flags, contextual
+    length); ``k1``, ``k2``, ``target_mode`` and ``full_attn_tail`` set the SLA mask.
+    ``config.max_attn_len`` must be unset or equal ``k1``: one window, one source.
+
+    Recomputation: GR's flags keep their meaning.  ``recompute_normed_x`` or
+    ``recompute_uvqk`` recompute the LayerNorm + uvqk projection in backward instead of
+    storing them; ``recompute_y`` recomputes the output norm/gating (through GR's Triton
+    kernel flag on TRITON, by activation checkpointing on PYTORCH).
+    """
+
+    def __init__(
+        self,
+        config: STULayerConfig,
+        k1: int = 0,
+        k2: int = 0,
+        target_mode: str = "window",
+        full_attn_tail: int = 0,
+        is_inference: bool = False,
+    ) -> None:
+        if not config.causal:
+            raise ValueError("UltraHSTULayer supports causal attention only (config.causal=False)")
+        if config.max_attn_len not in (None, 0, k1):
+            raise ValueError(
+                f"STULayerConfig.max_attn_len={config.max_attn_len} conflicts with k1={k1}; "
+                "set the window through k1 only"
+            )
+        super().__init__(config=config, is_inference=is_inference)
+        self._sla = SLAMaskSpec(
+            k1=k1,
+            k2=k2,
+            contextual_seq_len=config.contextual_seq_len,
+            target_mode=target_mode,
+            full_attn_tail=full_attn_tail,
+        )
+        self._max_attn_len = k1
+
+    @property
+    def sla(self) -> SLAMaskSpec:
+        return self._sla
+
+    def extra_repr(self) -> str:
+        s = self._sla
+        return (
+            f"heads={self._num_heads}, dim={self._embedding_dim}, k1={s.k1}, k2={s.k2}, "
+            f"contextual={s.contextual_seq_len}, target_mode={s.target_mode}, "
+            f"full_attn_tail={s.full_attn_tail}"
+        )
+
+    def _maybe_checkpoint(self, enabled: bool, fn: Callable[..., object], *args: object) -> object:
+        if enabled and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _uvqk(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return hstu_compute_uqvk(
+            x=x,
+            norm_weight=self._input_norm_weight.to(x.dtype),
+            norm_bias=self._input_norm_bias.to(x.dtype),
+            norm_eps=1e-6,
+            num_heads=self._num_heads,
+            attn_dim=self._attention_dim,
+            hidden_dim=self._hidden_dim,
+            uvqk_weight=self._uvqk_weight.to(x.dtype),
+            uvqk_bias=self._uvqk_beta.to(x.dtype),
+            kernel=self.hammer_kernel(),
+        )
+
+    def _output(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return hstu_compute_output(
+            attn=attn,
+            u=u,
+            x=x,
+            norm_weight=self._output_norm_weight.to(x.dtype),
+            norm_bias=self._output_norm_bias.to(x.dtype),
+            norm_eps=1e-6,
+            dropout_ratio=self._output_dropout_ratio,
+            output_weight=self._output_weight.to(x.dtype),
+            group_norm=self._use_group_norm,
+            num_heads=self._num_heads,
+            linear_dim=self._hidden_dim,
+            concat_u=True,
+            concat_x=True,
+            mul_u_activation_type="none",
+            training=self.training,
+            kernel=self.hammer_kernel(),
+            recompute_y_in_backward=self._recompute_y,
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_lengths: torch.Tensor,
+        x_offsets: torch.Tensor,
+        max_seq_len: int,
+        num_targets: torch.Tensor,
+        max_kv_caching_len: int = 0,
+        kv_caching_lengths: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        if kv_caching_lengths is not None or max_kv_caching_len != 0:
+            raise NotImplementedError(
+                "UltraHSTULayer does not support KV caching yet; use GR's STULayer for "
+                "cached inference"
+            )
+        kernel = self.hammer_kernel()
+        u, q, k, v = self._maybe_checkpoint(
+            self._recompute_uvqk or self._recompute_normed_x, self._uvqk, x
+        )
+        attn = sla_attention(
+            kernel,
+            q,
+            k,
+            v,
+            seq_offsets=x_offsets,
+            max_seq_len=max_seq_len,
+            alpha=self._attn_alpha,
+            spec=self._sla,
+            num_targets=num_targets if self._target_aware else None,
+        ).reshape(-1, self._hidden_dim * self._num_heads)
+        # GR's Triton output kernel recomputes y itself when asked; elsewhere checkpoint.
+        recompute_y_here = self._recompute_y and kernel != HammerKernel.TRITON
+        return self._maybe_checkpoint(recompute_y_here, self._output, attn, u, x)
+
+    def cached_forward(
+        self,
+        delta_x: torch.Tensor,
+        num_targets: torch.Tensor,
+        max_kv_caching_len: int = 0,
+        kv_caching_lengths: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError("UltraHSTULayer does not support KV-cached inference yet")
