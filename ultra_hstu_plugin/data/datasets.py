@@ -19,9 +19,9 @@ from torchrec.modules.embedding_configs import DataType, EmbeddingConfig
 
 from ultra_hstu_plugin.data import movielens, synthetic
 from ultra_hstu_plugin.host import (
+    DlrmHSTUConfig,
     DLRMv3MovieLensDataset,
     DLRMv3RandomDataset,
-    DlrmHSTUConfig,
     MultitaskTaskType,
     TaskConfig,
     get_embedding_table_config,
@@ -97,16 +97,24 @@ class DatasetSpec:
             )
         return path
 
-    def dataset(self, hstu_config: DlrmHSTUConfig, data_dir: str, is_inference: bool = False) -> Any:
+    def dataset(
+        self, hstu_config: DlrmHSTUConfig, data_dir: str, is_inference: bool = False
+    ) -> Any:
         assert self.make_dataset is not None
         return self.make_dataset(
-            hstu_config=hstu_config, path=self.data_path(data_dir), data_dir=data_dir,
+            hstu_config=hstu_config,
+            path=self.data_path(data_dir),
+            data_dir=data_dir,
             is_inference=is_inference,
         )
 
 
-def _movielens_dataset(hstu_config: DlrmHSTUConfig, path: Path, is_inference: bool, **_: Any) -> Any:
-    return DLRMv3MovieLensDataset(hstu_config=hstu_config, ratings_file=str(path), is_inference=is_inference)
+def _movielens_dataset(
+    hstu_config: DlrmHSTUConfig, path: Path, is_inference: bool, **_: Any
+) -> Any:
+    return DLRMv3MovieLensDataset(
+        hstu_config=hstu_config, ratings_file=str(path), is_inference=is_inference
+    )
 
 
 def _gr_dataset(gr_name: str) -> Callable[..., Any]:
@@ -119,7 +127,14 @@ def _gr_dataset(gr_name: str) -> Callable[..., Any]:
     return make
 
 
-_ML_TABLES = {"movie_id": 1700, "user_id": 1000, "sex": 4, "age_group": 64, "occupation": 32, "zip_code": 1024}
+_ML_TABLES = {
+    "movie_id": 1700,
+    "user_id": 1000,
+    "sex": 4,
+    "age_group": 64,
+    "occupation": 32,
+    "zip_code": 1024,
+}
 
 MOVIELENS_100K = DatasetSpec(
     name="movielens-100k",
@@ -176,4 +191,3 @@ def prepare(name: str, out_dir: str, **kwargs: Any) -> Path:
         f"dataset {name!r} cannot be prepared here; preparable: movielens-100k, synthetic-long"
         + (f". {KUAIRAND_1K.prepare_hint}" if name == "kuairand-1k" else "")
     )
-

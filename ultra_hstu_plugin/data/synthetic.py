@@ -47,7 +47,9 @@ class SyntheticConfig:
 
     def validate(self) -> None:
         if self.num_users <= 0 or self.num_items <= 0:
-            raise ValueError(f"num_users and num_items must be positive, got {self.num_users}, {self.num_items}")
+            raise ValueError(
+                f"num_users and num_items must be positive, got {self.num_users}, {self.num_items}"
+            )
         if not 2 <= self.num_clusters <= self.num_items:
             raise ValueError(f"num_clusters must be in [2, num_items], got {self.num_clusters}")
         needed = 2 * self.signal_events + self.num_candidates + 1
@@ -64,7 +66,9 @@ class SyntheticConfig:
                 raise ValueError(f"{name} must be a probability, got {p}")
 
 
-def _items_in_cluster(rng: np.random.Generator, cfg: SyntheticConfig, cluster: int, n: int) -> np.ndarray:
+def _items_in_cluster(
+    rng: np.random.Generator, cfg: SyntheticConfig, cluster: int, n: int
+) -> np.ndarray:
     per_cluster = (cfg.num_items - 1 - cluster) // cfg.num_clusters + 1
     # items are 1-based and item i is in cluster (i - 1) % num_clusters
     return cluster + cfg.num_clusters * rng.integers(0, per_cluster, size=n) + 1
@@ -88,7 +92,9 @@ def synthetic_rows(cfg: SyntheticConfig) -> pd.DataFrame:
             if kind < 2:
                 items[hist_end + j] = _items_in_cluster(rng, cfg, int((early, recent)[kind]), 1)[0]
         clusters = (items - 1) % cfg.num_clusters
-        p = np.where(clusters == early, cfg.p_early, np.where(clusters == recent, cfg.p_recent, cfg.p_base))
+        p = np.where(
+            clusters == early, cfg.p_early, np.where(clusters == recent, cfg.p_recent, cfg.p_base)
+        )
         liked = rng.random(n) < p
         ratings = np.where(liked, rng.integers(4, 6, size=n), rng.integers(1, 4, size=n))
         times = 1_600_000_000 + np.cumsum(rng.integers(1, 3600, size=n))

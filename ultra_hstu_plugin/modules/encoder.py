@@ -57,13 +57,17 @@ class UltraHSTUEncoderConfig:
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"ULTRA-HSTU encoder: {name} must be a non-negative int, got {value!r}")
+                raise ValueError(
+                    f"ULTRA-HSTU encoder: {name} must be a non-negative int, got {value!r}"
+                )
         if self.target_mode not in TARGET_MODES:
             raise ValueError(
                 f"ULTRA-HSTU encoder: target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}"
             )
         if self.num_full_layers + self.num_truncated_layers == 0:
-            raise ValueError("ULTRA-HSTU encoder: num_full_layers + num_truncated_layers must be > 0")
+            raise ValueError(
+                "ULTRA-HSTU encoder: num_full_layers + num_truncated_layers must be > 0"
+            )
         if self.num_truncated_layers > 0 and self.truncated_seq_len == 0:
             raise ValueError(
                 f"ULTRA-HSTU encoder: num_truncated_layers={self.num_truncated_layers} needs "

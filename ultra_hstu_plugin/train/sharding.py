@@ -67,10 +67,15 @@ def shard_model_and_make_optimizer(
     optimizers = []
     if non_fused_sparse:
         optimizers.append(
-            ("sparse_non_fused", KeyedOptimizerWrapper(params=non_fused_sparse, optim_factory=sparse_factory))
+            (
+                "sparse_non_fused",
+                KeyedOptimizerWrapper(params=non_fused_sparse, optim_factory=sparse_factory),
+            )
         )
     if dense_params:
-        optimizers.append(("dense", KeyedOptimizerWrapper(params=dense_params, optim_factory=dense_factory)))
+        optimizers.append(
+            ("dense", KeyedOptimizerWrapper(params=dense_params, optim_factory=dense_factory))
+        )
     optimizer = CombinedOptimizer(optimizers)
     optimizer.init_state(set(dmp.sparse_grad_parameter_names()))
     del dense_args

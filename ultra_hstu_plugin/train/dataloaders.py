@@ -1,0 +1,90 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Train/test dataloaders over GR's datasets, for any dataset in the registry.
+
+GR's ``make_train_test_dataloaders`` only knows GR's own dataset names; this is the same
+recipe (GR's ``HammerToTorchDataset``, ``collate_fn`` and ``ChunkDistributedSampler``, the
+first ``train_split_percentage`` of rows for training) with the dataset looked up in the
+registry.  ``sampler="interleaved"`` uses torch's ``DistributedSampler`` without shuffling,
+so N processes see exactly the global batches one process would (used by the
+multi-process agreement test).  Batches show a progress bar.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Tuple
+
+import gin
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from ultra_hstu_plugin.host import ChunkDistributedSampler, HammerToTorchDataset, collate_fn
+from ultra_hstu_plugin.registry import discover
+
+SAMPLERS = ("chunk", "interleaved")
+
+
+class ProgressDataLoader:
+    """A DataLoader that shows a progress bar; keeps ``sampler``/``batch_size`` for GR's loops."""
+
+    def __init__(self, loader: DataLoader, desc: str, show: bool) -> None:
+        self.loader = loader
+        self.sampler = loader.sampler
+        self.batch_size = loader.batch_size
+        self.desc = desc
+        self.show = show
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from tqdm(self.loader, desc=self.desc, disable=not self.show, leave=False)
+
+
+@gin.configurable
+def make_dataloaders(
+    dataset: str,
+    hstu_config: Any,
+    batch_size: int,
+    data_dir: str = "data",
+    train_split_percentage: float = 0.75,
+    sampler: str = "chunk",
+    shuffle: bool = True,
+    num_workers: int = 0,
+    progress: bool = True,
+    rank: int = 0,
+) -> Tuple[ProgressDataLoader, ProgressDataLoader]:
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not 0.0 < train_split_percentage < 1.0:
+        raise ValueError(f"train_split_percentage must be in (0, 1), got {train_split_percentage}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    spec = discover().get("dataset", dataset).load()
+    data = HammerToTorchDataset(dataset=spec.dataset(hstu_config, data_dir, is_inference=False))
+    total = data.dataset.get_item_count()
+    n_train = round(train_split_percentage * total)
+    splits = (Subset(data, range(0, n_train)), Subset(data, range(n_train, total)))
+
+    def loader(subset: Subset, desc: str) -> ProgressDataLoader:
+        if sampler == "chunk":
+            s: torch.utils.data.Sampler = ChunkDistributedSampler(
+                subset, drop_last=True, shuffle=shuffle
+            )
+        else:
+            s = DistributedSampler(subset, shuffle=False, drop_last=True)
+        dl = DataLoader(
+            subset,
+            batch_size=batch_size,
+            sampler=s,
+            collate_fn=collate_fn,
+            drop_last=True,
+            num_workers=num_workers,
+        )
+        if len(dl) == 0:
+            raise ValueError(
+                f"{desc} split of {dataset!r} has {len(subset)} rows: too few for batch_size={batch_size}"
+            )
+        return ProgressDataLoader(dl, desc=desc, show=progress and rank == 0)
+
+    return loader(splits[0], "train"), loader(splits[1], "eval")
