@@ -111,8 +111,21 @@ def _check_addmm_inputs(
         raise ValueError(f"all tensors must be on one device, got {where}")
 
 
-@torch.library.custom_op("ultra_hstu::fp8_addmm", mutates_args=())
-def _fp8_addmm_op(
+def _plain_eager(t: torch.Tensor) -> bool:
+    """True outside torch.compile/export, fake or other dispatch modes and tensor subclasses.
+
+    There the public functions call the implementation directly: the custom-op dispatcher
+    costs tens of microseconds a call, which shows on sub-millisecond GEMMs.  Everywhere else
+    they go through the registered op, so tracing sees ``ultra_hstu::*``."""
+    return (
+        type(t) is torch.Tensor
+        and not torch.compiler.is_compiling()
+        and torch._C._len_torch_dispatch_stack() == 0
+        and not torch._C._is_torch_function_mode_enabled()
+    )
+
+
+def _fp8_addmm_impl(
     x_fp8: torch.Tensor,
     x_scale: torch.Tensor,
     w_fp8: torch.Tensor,
@@ -127,6 +140,19 @@ def _fp8_addmm_op(
         return fp8_addmm_reference(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
     _check_triton_device(x_fp8.device, "fp8_addmm")
     return _triton_module().fp8_addmm_triton(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+
+
+@torch.library.custom_op("ultra_hstu::fp8_addmm", mutates_args=())
+def _fp8_addmm_op(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias2d: Optional[torch.Tensor],
+    bias1d: Optional[torch.Tensor],
+    backend: str,
+) -> torch.Tensor:
+    return _fp8_addmm_impl(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
 
 
 @_fp8_addmm_op.register_fake
@@ -151,6 +177,8 @@ def fp8_addmm(
     ``w_scale [N]`` fp32, ``bias2d [M, N]`` and ``bias1d [N]`` optional (bf16, fp16 or fp32,
     contiguous).  Accumulates in fp32.  ``backend="pytorch"`` runs the reference on any device.
     """
+    if _plain_eager(x_fp8):
+        return _fp8_addmm_impl(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
     return _fp8_addmm_op(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
 
 
@@ -161,14 +189,18 @@ def _check_quantize_input(x: torch.Tensor) -> None:
         raise ValueError(f"x must be 2-D [M, K], got shape {tuple(x.shape)}")
 
 
-@torch.library.custom_op("ultra_hstu::quantize_rowwise", mutates_args=())
-def _quantize_rowwise_op(x: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_rowwise_impl(x: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     _check_backend(backend)
     _check_quantize_input(x)
     if backend == "pytorch":
         return quantize_rowwise_reference(x)
     _check_triton_device(x.device, "quantize_rowwise")
     return _triton_module().quantize_rowwise_triton(x.contiguous())
+
+
+@torch.library.custom_op("ultra_hstu::quantize_rowwise", mutates_args=())
+def _quantize_rowwise_op(x: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _quantize_rowwise_impl(x, backend)
 
 
 @_quantize_rowwise_op.register_fake
@@ -186,6 +218,8 @@ def quantize_rowwise(x: torch.Tensor, backend: str = "triton") -> tuple[torch.Te
 
     All-zero rows get a positive scale and zeros; values are clamped to +-448 (no inf/NaN).
     """
+    if _plain_eager(x):
+        return _quantize_rowwise_impl(x, backend)
     return _quantize_rowwise_op(x, backend)
 
 

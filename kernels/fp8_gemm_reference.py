@@ -27,7 +27,9 @@ def quantize_rowwise_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """
     xf = x.float()
     amax = xf.abs().amax(dim=1) if x.shape[1] > 0 else xf.new_zeros(x.shape[0])
-    scale = amax.clamp_min(AMAX_EPS) / FP8_E4M3_MAX
+    # Tensor / tensor: PyTorch's CUDA division by a Python scalar multiplies by its reciprocal,
+    # which is not correctly rounded and would disagree with the kernel in the last bit.
+    scale = amax.clamp_min(AMAX_EPS) / torch.full_like(amax, FP8_E4M3_MAX)
     q = (xf / scale[:, None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE)
     return q, scale
 

@@ -144,7 +144,7 @@ def _fp8_addmm_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    PREFETCH_BIAS: tl.constexpr,
 ):
     # Grouped ("swizzled") ordering: consecutive programs walk GROUP_M row-tiles down one column
     # of tiles before moving right, so the W tiles they share stay in L2.
@@ -158,85 +158,82 @@ def _fp8_addmm_kernel(
     pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
     pid_n = (pid % num_pid_in_group) // group_size_m
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if USE_TMA:
-        # Hopper's bulk tensor copy engine: one instruction a tile, no address arithmetic in
-        # registers, out-of-range rows zero-filled by the hardware.
-        x_desc = tl.make_tensor_descriptor(
-            x_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K]
-        )
-        w_desc = tl.make_tensor_descriptor(
-            w_ptr, shape=[N, K], strides=[K, 1], block_shape=[BLOCK_N, BLOCK_K]
-        )
-        for k in range(0, tl.cdiv(K, BLOCK_K)):
-            a = x_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
-            b = w_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
-            acc = tl.dot(a, b.T, acc)
-    else:
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_k = tl.arange(0, BLOCK_K)
-        # Loads wrap out-of-range rows/cols onto valid ones (modulo) instead of masking, so the
-        # main loop carries no masks; the wrapped rows are never stored.  The launcher makes
-        # BLOCK_K divide K, so K needs no mask either.
-        rm = tl.max_contiguous(tl.multiple_of(rows % M, BLOCK_M), BLOCK_M)
-        rn = tl.max_contiguous(tl.multiple_of(cols % N, BLOCK_N), BLOCK_N)
-        x_ptrs = x_ptr + rm.to(tl.int64)[:, None] * K + offs_k[None, :]
-        w_ptrs = w_ptr + rn.to(tl.int64)[:, None] * K + offs_k[None, :]
-        for _ in range(0, tl.cdiv(K, BLOCK_K)):
-            a = tl.load(x_ptrs)
-            b = tl.load(w_ptrs)
-            if EMULATE_FP8_DOT:
-                acc = tl.dot(a.to(tl.float32), b.to(tl.float32).T, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a, b.T, acc)
-            x_ptrs += BLOCK_K
-            w_ptrs += BLOCK_K
-
-    # Epilogue: scales, then the biases, loaded only here so they take no registers or shared
-    # memory during the main loop.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < N
+    mask = mask_m[:, None] & mask_n[None, :]
+    out_off = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    if HAS_BIAS2D and PREFETCH_BIAS:
+        # The 2D bias is as many bytes as the output: issued before the main loop, its latency
+        # hides behind the MMAs instead of stalling the epilogue (at the cost of registers).
+        bias2d = tl.load(bias2d_ptr + out_off, mask=mask, other=0.0)
+
+    # Loads wrap out-of-range rows/cols onto valid ones (modulo) instead of masking, so the main
+    # loop carries no masks; the wrapped rows are never stored.  The launcher makes BLOCK_K
+    # divide K, so K needs no mask either.
+    offs_k = tl.arange(0, BLOCK_K)
+    rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
+    rn = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N)
+    x_ptrs = x_ptr + rm.to(tl.int64)[:, None] * K + offs_k[None, :]
+    w_ptrs = w_ptr + rn.to(tl.int64)[:, None] * K + offs_k[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in range(0, tl.cdiv(K, BLOCK_K)):
+        a = tl.load(x_ptrs)
+        b = tl.load(w_ptrs)
+        if EMULATE_FP8_DOT:
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32).T, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b.T, acc)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+
+    # Epilogue: scales, then the biases (loaded here unless prefetched, so they take no
+    # registers during the main loop).
     sx = tl.load(x_scale_ptr + offs_m, mask=mask_m, other=0.0)
     sw = tl.load(w_scale_ptr + offs_n, mask=mask_n, other=0.0)
     y = acc * sx[:, None] * sw[None, :]
     if HAS_BIAS1D:
         y += tl.load(bias1d_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    mask = mask_m[:, None] & mask_n[None, :]
-    out_off = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
     if HAS_BIAS2D:
-        y += tl.load(bias2d_ptr + out_off, mask=mask, other=0.0).to(tl.float32)
+        if not PREFETCH_BIAS:
+            bias2d = tl.load(bias2d_ptr + out_off, mask=mask, other=0.0)
+        y += bias2d.to(tl.float32)
     tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def _cfg(
-    bm: int, bn: int, bk: int, warps: int, stages: int, tma: bool = False, group: int = 8
+    bm: int, bn: int, bk: int, warps: int, stages: int, prefetch: bool = False, group: int = 8
 ) -> triton.Config:
     return triton.Config(
-        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "USE_TMA": tma},
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "PREFETCH_BIAS": prefetch},
         num_warps=warps,
         num_stages=stages,
     )
 
 
-# Hopper-oriented tiles.  128x256 gives the most reuse a tile; 128x128 leaves room for two
-# programs an SM, so one's epilogue (bias read, output write) overlaps the other's main loop.
-_TILES = [
-    (128, 256, 128, 8, 3),
-    (128, 128, 128, 8, 4),
-    (128, 128, 128, 4, 4),
-    (256, 128, 128, 8, 3),
-    (128, 256, 64, 8, 4),
-    (64, 128, 128, 4, 4),
-]
-HAS_TMA = hasattr(tl, "make_tensor_descriptor") and hasattr(triton, "set_allocator")
+# Hopper-oriented tiles (H100 sweep, triton 3.6: benchmarks/results/gemm.md).  256x128 and
+# 128x256 give the most reuse a tile; tiles using <= ~100 KB of shared memory (128x128x128 with
+# 3 stages, 64x128) leave room for two programs an SM, so one's epilogue (2D-bias read, output
+# write: as many bytes as the whole GEMM's operands) overlaps the other's main loop.
+# Device-side TMA descriptors for the operands were tried and measured 5-15% slower than these
+# pointer loads (which triton pipelines with cp.async), so they are not offered.
 GPU_CONFIGS: list[triton.Config] = [
-    _cfg(*tile, tma=tma) for tma in ((False, True) if HAS_TMA else (False,)) for tile in _TILES
+    _cfg(256, 128, 128, 8, 3),
+    _cfg(256, 128, 128, 8, 3, prefetch=True),
+    _cfg(128, 256, 128, 8, 3),
+    _cfg(128, 256, 128, 8, 3, prefetch=True),
+    _cfg(128, 128, 128, 8, 3),
+    _cfg(128, 128, 128, 8, 3, prefetch=True),
+    _cfg(128, 128, 128, 4, 3),
+    _cfg(128, 128, 128, 8, 4, prefetch=True),
+    _cfg(128, 128, 64, 8, 4),
+    _cfg(64, 128, 128, 4, 4),
+    _cfg(64, 128, 128, 4, 4, prefetch=True),
+    _cfg(64, 256, 128, 4, 3),
 ]
 # Small tiles for the CPU interpreter: its cost is per program and per tile element.
-INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4, "USE_TMA": False}
+INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4}
 
 
 def _k_tile(block_k: int, K: int) -> int:
@@ -265,8 +262,18 @@ def interpreting() -> bool:
     return isinstance(_fp8_addmm_kernel, InterpretedFunction)
 
 
-@functools.cache
-def _autotuned_kernel(configs: tuple[triton.Config, ...]):
+_AUTOTUNED = None
+
+
+def autotuned_kernel():
+    """The autotuned GEMM (built once; a module global keeps the launch path cheap)."""
+    global _AUTOTUNED
+    if _AUTOTUNED is None:
+        _AUTOTUNED = _make_autotuned(GPU_CONFIGS)
+    return _AUTOTUNED
+
+
+def _make_autotuned(configs: list[triton.Config]):
     return triton.autotune(
         configs=list(configs),
         key=["M_BUCKET", "N", "K", "HAS_BIAS2D", "HAS_BIAS1D"],
@@ -312,15 +319,6 @@ def interpreter_needs_fp8_cast_emulation() -> bool:
     return not torch.equal(q.float(), x.to(torch.float8_e4m3fn).float())
 
 
-@functools.cache
-def _set_tma_allocator() -> None:
-    # Device-side tensor descriptors need a small global-memory scratch per launch.
-    def alloc(size: int, alignment: int, stream):
-        return torch.empty(size, dtype=torch.int8, device="cuda")
-
-    triton.set_allocator(alloc)
-
-
 def fp8_addmm_triton(
     x_fp8: torch.Tensor,
     x_scale: torch.Tensor,
@@ -357,10 +355,8 @@ def fp8_addmm_triton(
     def grid(meta: dict) -> tuple[int]:
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-    if HAS_TMA and x_fp8.is_cuda:
-        _set_tma_allocator()
     if interpreting():
-        cfg = dict(INTERPRETER_CONFIG)
+        cfg = dict(INTERPRETER_CONFIG, PREFETCH_BIAS=bool(config and config.get("PREFETCH_BIAS")))
         cfg["BLOCK_K"] = _k_tile(cfg["BLOCK_K"], K)
         emulate = interpreter_needs_fp8_emulation()
         _fp8_addmm_kernel[grid](*args, **flags, EMULATE_FP8_DOT=emulate, **cfg)
@@ -372,5 +368,5 @@ def fp8_addmm_triton(
             *args, **flags, EMULATE_FP8_DOT=False, **cfg, num_warps=warps, num_stages=stages
         )
     else:
-        _autotuned_kernel(tuple(GPU_CONFIGS))[grid](*args, **flags, EMULATE_FP8_DOT=False)
+        autotuned_kernel()[grid](*args, **flags, EMULATE_FP8_DOT=False)
     return out
