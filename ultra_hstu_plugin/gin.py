@@ -11,7 +11,7 @@ from __future__ import annotations
 import gin
 
 from ultra_hstu_plugin import host  # noqa: F401 - registers GR's configurables
-from ultra_hstu_plugin.modules.encoder import UltraHSTUEncoderConfig
+from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 
 gin.external_configurable(UltraHSTUEncoderConfig, module="ultra_hstu")
 

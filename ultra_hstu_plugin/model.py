@@ -17,7 +17,8 @@ import torch
 
 from ultra_hstu_plugin import host
 from ultra_hstu_plugin.host import STU, DlrmHSTU, DlrmHSTUConfig, STULayerConfig
-from ultra_hstu_plugin.modules.encoder import UltraHSTUEncoderConfig, build_ultra_hstu_encoder
+from ultra_hstu_plugin.modules.encoder import build_ultra_hstu_encoder
+from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 from ultra_hstu_plugin.modules.merged_tokens import use_merged_item_action_tokens
 from ultra_hstu_plugin.registry import discover
 

@@ -10,88 +10,11 @@ and postprocessing see the layout they expect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Optional
 
 from ultra_hstu_plugin.host import L2STU, STU, STULayerConfig, STUStack
-from ultra_hstu_plugin.kernels.sla_mask import TARGET_MODES
+from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
-
-
-@dataclass(frozen=True)
-class UltraHSTUEncoderConfig:
-    """Shape of the ULTRA-HSTU stack (bound from gin, see ``gin_configs/``).
-
-    k1 / k2: SLA window and global prefix of the full-sequence layers (k1 = 0: causal).
-    upper_k1 / upper_k2: the same for the truncated layers (their sequences are short, so
-        full causal, 0 / 0, is the usual choice).
-    target_mode: "window" (GR's local mask for candidates) or "history" (candidates see
-        the whole history, as TorchEasyRec's SLA).
-    full_attn_tail: rows this close to the candidates see everything causal (0 = off).
-    """
-
-    num_full_layers: int = 2
-    num_truncated_layers: int = 0
-    truncated_seq_len: int = 0
-    k1: int = 0
-    k2: int = 0
-    upper_k1: int = 0
-    upper_k2: int = 0
-    target_mode: str = "window"
-    full_attn_tail: int = 0
-    recompute_normed_x: bool = True
-    recompute_uvqk: bool = True
-    recompute_y: bool = True
-
-    def validate(self, max_seq_len: Optional[int] = None) -> None:
-        """One clear error naming the bad value; called before any layer is built."""
-        for name in (
-            "num_full_layers",
-            "num_truncated_layers",
-            "truncated_seq_len",
-            "k1",
-            "k2",
-            "upper_k1",
-            "upper_k2",
-            "full_attn_tail",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(
-                    f"ULTRA-HSTU encoder: {name} must be a non-negative int, got {value!r}"
-                )
-        if self.target_mode not in TARGET_MODES:
-            raise ValueError(
-                f"ULTRA-HSTU encoder: target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}"
-            )
-        if self.num_full_layers + self.num_truncated_layers == 0:
-            raise ValueError(
-                "ULTRA-HSTU encoder: num_full_layers + num_truncated_layers must be > 0"
-            )
-        if self.num_truncated_layers > 0 and self.truncated_seq_len == 0:
-            raise ValueError(
-                f"ULTRA-HSTU encoder: num_truncated_layers={self.num_truncated_layers} needs "
-                "truncated_seq_len > 0 (the L' history tokens the upper layers keep)"
-            )
-        if self.num_truncated_layers == 0 and self.truncated_seq_len > 0:
-            raise ValueError(
-                f"ULTRA-HSTU encoder: truncated_seq_len={self.truncated_seq_len} is set but "
-                "num_truncated_layers=0, so it would be ignored"
-            )
-        if max_seq_len is not None:
-            for name in ("k1", "k2", "truncated_seq_len", "full_attn_tail"):
-                value = getattr(self, name)
-                if value >= max_seq_len:
-                    raise ValueError(
-                        f"ULTRA-HSTU encoder: {name}={value} must be below max_seq_len={max_seq_len}"
-                        + (" (use k1=0 for full causal attention)" if name == "k1" else "")
-                    )
-            for name in ("upper_k1", "upper_k2"):
-                value = getattr(self, name)
-                if self.num_truncated_layers > 0 and value >= max_seq_len:
-                    raise ValueError(
-                        f"ULTRA-HSTU encoder: {name}={value} must be below max_seq_len={max_seq_len}"
-                    )
 
 
 def _layers(

@@ -43,7 +43,10 @@ from ultra_hstu_plugin.train.distributed import (
     init_distributed,
     launched_by_torchrun,
 )
-from ultra_hstu_plugin.train.sharding import shard_model_and_make_optimizer
+from ultra_hstu_plugin.train.sharding import (
+    deterministic_embedding_init,
+    shard_model_and_make_optimizer,
+)
 
 logger = logging.getLogger(__name__)
 MODES = ("train", "eval", "train-eval")
@@ -106,6 +109,8 @@ def _worker(rank: int, world_size: int, port: int, request: RunRequest) -> None:
             model.set_training_dtype(torch.float32)
         n_dense = dense_parameter_count(model)
         model, optimizer = shard_model_and_make_optimizer(model, ctx.device, ctx.world_size)
+        # Same tables for any world size, so runs on 1 or N processes are comparable.
+        deterministic_embedding_init(model, settings.seed)
         train_dl, eval_dl = make_dataloaders(
             dataset=settings.dataset,
             hstu_config=hstu_config,

@@ -9,6 +9,7 @@ optimizer factories from gin, the sparse optimizer fused into backward, a
 
 from __future__ import annotations
 
+import zlib
 from typing import Tuple
 
 import torch
@@ -80,3 +81,29 @@ def shard_model_and_make_optimizer(
     optimizer.init_state(set(dmp.sparse_grad_parameter_names()))
     del dense_args
     return dmp, optimizer
+
+
+def deterministic_embedding_init(dmp: torch.nn.Module, seed: int) -> int:
+    """Re-initialise every sharded embedding table from ``seed``, whatever the sharding.
+
+    torchrec initialises each shard with the local RNG, so the same model sharded over 1
+    or N processes starts from different tables.  Here every table is drawn whole from a
+    generator keyed on (seed, table name) with torchrec's default range
+    (uniform +-sqrt(1/num_rows)) and each process copies in its shard: runs with
+    different world sizes start identical.  Returns the number of tables touched.
+    """
+    touched = 0
+    with torch.no_grad():
+        for name, value in dmp.state_dict().items():
+            if not isinstance(value, ShardedTensor):
+                continue
+            rows, cols = value.size()
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            bound = (1.0 / rows) ** 0.5
+            full = torch.empty(rows, cols).uniform_(-bound, bound, generator=gen)
+            for shard in value.local_shards():
+                r0, c0 = shard.metadata.shard_offsets
+                nr, nc = shard.metadata.shard_sizes
+                shard.tensor.copy_(full[r0 : r0 + nr, c0 : c0 + nc])
+            touched += 1
+    return touched
