@@ -12,7 +12,9 @@ Interpreter (``TRITON_INTERPRET=1``, CPU): the kernels run unchanged; the triton
 executes the fp8 ``tl.dot``.  Should an interpreter lack it, a probe detects that once and the
 kernel upcasts its tiles to fp32 before the dot (``EMULATE_FP8_DOT``), which gives the same
 numbers (e4m3 values and their products are exact in fp32).  The GPU path is always a real fp8
-``tl.dot``.
+``tl.dot``.  The 3.9 interpreter's narrowing casts do round wrongly (fp32 -> e4m3 and -> bf16),
+so under it the kernels first round to the target grid in fp32 (``FIX_INTERPRETER_CASTS``),
+again decided by a probe; compiled kernels never take that branch.
 """
 
 from __future__ import annotations
@@ -36,17 +38,21 @@ AMAX_EPS = 1e-12
 
 
 @triton.jit
-def _round_to_e4m3_grid(v):
-    """Round fp32 ``v`` (``|v| <= 448``) to the nearest e4m3 value, ties to even, in fp32.
+def _round_to_grid(v, MANT_BITS: tl.constexpr, MIN_ULP_BIASED_EXP: tl.constexpr):
+    """Round fp32 ``v`` to the nearest value with MANT_BITS mantissa bits, ties to even, in fp32.
 
-    Only for interpreters whose fp32 -> fp8 cast rounds wrongly (triton 3.9's maps 124.3 to 64):
-    the cast of an already representable value is exact there."""
+    Only for interpreters whose narrowing casts round wrongly (triton 3.9's fp32 -> e4m3 maps
+    124.3 to 64, and its fp32 -> bf16 truncates); their cast of an already representable value
+    is exact, so rounding first makes the result match the GPU's (and PyTorch's) cast."""
     biased_exp = (v.to(tl.int32, bitcast=True) >> 23) & 0xFF
-    # 3 mantissa bits: spacing 2^(e-3); below 2^-6 (subnormals) a fixed 2^-9.
-    ulp = (tl.maximum(biased_exp - 3, 127 - 9) << 23).to(tl.float32, bitcast=True)
-    # Adding and subtracting 1.5 * 2^23 rounds |t| < 2^22 to an integer, ties to even.
-    t = v / ulp
-    return ((t + 12582912.0) - 12582912.0) * ulp
+    # Spacing 2^(e - MANT_BITS), but no finer than the format's smallest (subnormal) step.
+    ulp_exp = tl.maximum(biased_exp - MANT_BITS, MIN_ULP_BIASED_EXP)
+    ulp = (ulp_exp << 23).to(tl.float32, bitcast=True)
+    # Adding and subtracting 1.5 * 2^23 rounds |t| < 2^22 to an integer, ties to even.  Done on
+    # |v| and the sign put back, so tiny negatives round to -0 as the hardware cast does.
+    t = tl.abs(v) / ulp
+    r = ((t + 12582912.0) - 12582912.0) * ulp
+    return tl.where(v < 0, -r, r)
 
 
 @triton.jit
@@ -60,7 +66,7 @@ def _quantize_rowwise_kernel(
     BLOCK_K: tl.constexpr,
     AMAX_EPS_C: tl.constexpr,
     FP8_MAX: tl.constexpr,
-    EMULATE_FP8_CAST: tl.constexpr,
+    FIX_INTERPRETER_CASTS: tl.constexpr,
 ):
     # One program quantises BLOCK_M whole rows.  Pass 1 finds each row's amax, pass 2 scales and
     # casts; when K <= BLOCK_K both passes touch one tile and pass 2 re-reads it from cache.
@@ -87,8 +93,8 @@ def _quantize_rowwise_kernel(
         # Rounding can push |q| a hair past 448, and e4m3fn has no inf: a value past its range
         # becomes NaN, so clamp first.
         q = tl.minimum(tl.maximum(q, -FP8_MAX), FP8_MAX)
-        if EMULATE_FP8_CAST:
-            q = _round_to_e4m3_grid(q)
+        if FIX_INTERPRETER_CASTS:
+            q = _round_to_grid(q, 3, 127 - 9)  # e4m3: 3 mantissa bits, subnormal step 2^-9
         tl.store(q_ptr + row_off + k0 + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 
 
@@ -113,7 +119,7 @@ def quantize_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         BLOCK_K=block_k,
         AMAX_EPS_C=AMAX_EPS,
         FP8_MAX=FP8_E4M3_MAX,
-        EMULATE_FP8_CAST=interpreting() and interpreter_needs_fp8_cast_emulation(),
+        FIX_INTERPRETER_CASTS=interpreting() and interpreter_casts_need_fixing(),
         num_warps=4 if block_m * block_k <= 4096 else 8,
     )
     return q, scale
@@ -140,6 +146,7 @@ def _fp8_addmm_kernel(
     HAS_BIAS2D: tl.constexpr,
     HAS_BIAS1D: tl.constexpr,
     EMULATE_FP8_DOT: tl.constexpr,
+    FIX_INTERPRETER_CASTS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -199,6 +206,8 @@ def _fp8_addmm_kernel(
         if not PREFETCH_BIAS:
             bias2d = tl.load(bias2d_ptr + out_off, mask=mask, other=0.0)
         y += bias2d.to(tl.float32)
+    if FIX_INTERPRETER_CASTS:
+        y = _round_to_grid(y, 7, 1)  # bf16: 7 mantissa bits
     tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -217,7 +226,9 @@ def _cfg(
 # 3 stages, 64x128) leave room for two programs an SM, so one's epilogue (2D-bias read, output
 # write: as many bytes as the whole GEMM's operands) overlaps the other's main loop.
 # Device-side TMA descriptors for the operands were tried and measured 5-15% slower than these
-# pointer loads (which triton pipelines with cp.async), so they are not offered.
+# pointer loads (which triton pipelines with cp.async), so they are not offered.  On the H100
+# sweep 256x128 (8 warps, 3 stages) won the two large shapes and 128x128 (4 warps) the K=512
+# one; prefetching the bias never won (it costs registers), it stays for other shapes/GPUs.
 GPU_CONFIGS: list[triton.Config] = [
     _cfg(256, 128, 128, 8, 3),
     _cfg(256, 128, 128, 8, 3, prefetch=True),
@@ -302,21 +313,25 @@ def interpreter_needs_fp8_emulation() -> bool:
 
 
 @triton.jit
-def _fp8_cast_probe_kernel(x_ptr, q_ptr):
+def _cast_probe_kernel(x_ptr, q_ptr, h_ptr):
     offs = tl.arange(0, 64)
-    tl.store(q_ptr + offs, tl.load(x_ptr + offs).to(q_ptr.dtype.element_ty))
+    x = tl.load(x_ptr + offs)
+    tl.store(q_ptr + offs, x.to(q_ptr.dtype.element_ty))
+    tl.store(h_ptr + offs, x.to(h_ptr.dtype.element_ty))
 
 
 @functools.cache
-def interpreter_needs_fp8_cast_emulation() -> bool:
-    """Whether the CPU interpreter's fp32 -> e4m3 cast disagrees with PyTorch's (round to
-    nearest even); probed once per process."""
+def interpreter_casts_need_fixing() -> bool:
+    """Whether the CPU interpreter's fp32 -> e4m3 or fp32 -> bf16 cast disagrees with PyTorch's
+    (round to nearest even); probed once per process."""
     # Values just under a power of two (rounding carries into the exponent) and exact ties.
     x = torch.linspace(-440.0, 440.0, 64) + 0.37
     x[:8] = torch.tensor([124.33, -125.77, 7.86, 0.2471, 100.0, 336.0, -31.18, 1.0e-3])
     q = torch.empty(64, dtype=torch.float8_e4m3fn)
-    _fp8_cast_probe_kernel[(1,)](x, q)
-    return not torch.equal(q.float(), x.to(torch.float8_e4m3fn).float())
+    h = torch.empty(64, dtype=torch.bfloat16)
+    _cast_probe_kernel[(1,)](x, q, h)
+    fp8_ok = torch.equal(q.float(), x.to(torch.float8_e4m3fn).float())
+    return not (fp8_ok and torch.equal(h, x.to(torch.bfloat16)))
 
 
 def fp8_addmm_triton(
@@ -359,14 +374,23 @@ def fp8_addmm_triton(
         cfg = dict(INTERPRETER_CONFIG, PREFETCH_BIAS=bool(config and config.get("PREFETCH_BIAS")))
         cfg["BLOCK_K"] = _k_tile(cfg["BLOCK_K"], K)
         emulate = interpreter_needs_fp8_emulation()
-        _fp8_addmm_kernel[grid](*args, **flags, EMULATE_FP8_DOT=emulate, **cfg)
+        fix = interpreter_casts_need_fixing()
+        _fp8_addmm_kernel[grid](
+            *args, **flags, EMULATE_FP8_DOT=emulate, FIX_INTERPRETER_CASTS=fix, **cfg
+        )
     elif config is not None:
         cfg = dict(config)
         warps, stages = cfg.pop("num_warps", 8), cfg.pop("num_stages", 3)
         cfg["BLOCK_K"] = _k_tile(cfg["BLOCK_K"], K)
         _fp8_addmm_kernel[grid](
-            *args, **flags, EMULATE_FP8_DOT=False, **cfg, num_warps=warps, num_stages=stages
+            *args,
+            **flags,
+            EMULATE_FP8_DOT=False,
+            FIX_INTERPRETER_CASTS=False,
+            **cfg,
+            num_warps=warps,
+            num_stages=stages,
         )
     else:
-        autotuned_kernel()[grid](*args, **flags, EMULATE_FP8_DOT=False)
+        autotuned_kernel()[grid](*args, **flags, EMULATE_FP8_DOT=False, FIX_INTERPRETER_CASTS=False)
     return out
