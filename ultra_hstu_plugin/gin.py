@@ -17,4 +17,4 @@ gin.external_configurable(UltraHSTUEncoderConfig, module="ultra_hstu")
 
 # Imported last: they use the registrations above.
 from ultra_hstu_plugin import model  # noqa: E402,F401
-from ultra_hstu_plugin.train import dataloaders  # noqa: E402,F401
+from ultra_hstu_plugin.train import dataloaders, settings  # noqa: E402,F401

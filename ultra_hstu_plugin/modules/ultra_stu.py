@@ -23,6 +23,7 @@ from ultra_hstu_plugin.host import (
     hstu_compute_output,
     hstu_compute_uqvk,
 )
+from ultra_hstu_plugin.kernels.jagged_checks import check_jagged_offsets
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
 from ultra_hstu_plugin.modules.attention import sla_attention
 
@@ -65,6 +66,7 @@ class UltraHSTULayer(STULayer):
             full_attn_tail=full_attn_tail,
         )
         self._max_attn_len = k1
+        self._debug_checks = False
 
     @property
     def sla(self) -> SLAMaskSpec:
@@ -136,6 +138,7 @@ class UltraHSTULayer(STULayer):
                 "cached inference"
             )
         kernel = self.hammer_kernel()
+        self._check_inputs(kernel, x, x_lengths, x_offsets, max_seq_len, num_targets)
         u, q, k, v = self._maybe_checkpoint(
             self._recompute_uvqk or self._recompute_normed_x, self._uvqk, x
         )
@@ -153,6 +156,47 @@ class UltraHSTULayer(STULayer):
         # GR's Triton output kernel recomputes y itself when asked; elsewhere checkpoint.
         recompute_y_here = self._recompute_y and kernel != HammerKernel.TRITON
         return self._maybe_checkpoint(recompute_y_here, self._output, attn, u, x)
+
+    def _check_inputs(
+        self,
+        kernel: HammerKernel,
+        x: torch.Tensor,
+        x_lengths: torch.Tensor,
+        x_offsets: torch.Tensor,
+        max_seq_len: int,
+        num_targets: Optional[torch.Tensor],
+    ) -> None:
+        """Clear errors before any kernel runs.  The O(B) parts read offsets on the host,
+        so on CUDA they run only in debug mode (``set_debug_checks(True)``)."""
+        if kernel != HammerKernel.PYTORCH and x.device.type != "cuda":
+            raise ValueError(
+                f"HammerKernel.{kernel.name} needs CUDA tensors, got x on {x.device}; on CPU call "
+                "model.set_hammer_kernel(HammerKernel.PYTORCH)"
+            )
+        if x.dim() != 2 or x.shape[1] != self._embedding_dim:
+            raise ValueError(
+                f"x must be [sum L, {self._embedding_dim}], got shape {tuple(x.shape)}"
+            )
+        if x_lengths.numel() + 1 != x_offsets.numel():
+            raise ValueError(
+                f"x_lengths has {x_lengths.numel()} entries but x_offsets has {x_offsets.numel()} "
+                "(expected one more offset than lengths)"
+            )
+        full = self._debug_checks or x_offsets.device.type == "cpu"
+        check_jagged_offsets(
+            x_offsets,
+            x.shape[0],
+            max_seq_len,
+            full=full,
+            num_targets=num_targets if self._target_aware else None,
+        )
+        if full and not torch.equal(
+            x_lengths.to(torch.int64).cpu(), (x_offsets[1:] - x_offsets[:-1]).to(torch.int64).cpu()
+        ):
+            raise ValueError("x_lengths do not match the differences of x_offsets")
+
+    def set_debug_checks(self, enabled: bool) -> None:
+        self._debug_checks = enabled
 
     def cached_forward(
         self,

@@ -43,6 +43,7 @@ from ultra_hstu_plugin.train.distributed import (
     init_distributed,
     launched_by_torchrun,
 )
+from ultra_hstu_plugin.train.settings import RunSettings
 from ultra_hstu_plugin.train.sharding import (
     deterministic_embedding_init,
     shard_model_and_make_optimizer,
@@ -50,21 +51,6 @@ from ultra_hstu_plugin.train.sharding import (
 
 logger = logging.getLogger(__name__)
 MODES = ("train", "eval", "train-eval")
-
-
-@gin.configurable
-@dataclass(frozen=True)
-class RunSettings:
-    """Run-level settings bound in gin (``RunSettings.batch_size = 32`` ...)."""
-
-    dataset: str = "movielens-100k"
-    batch_size: int = 32
-    output_dir: str = "runs/latest"
-    seed: int = 0
-    # "auto": PYTORCH on CPU, TRITON on CUDA; or any HammerKernel name.
-    hammer_kernel: str = "auto"
-    save_checkpoint: bool = True
-    load_checkpoint: str = ""
 
 
 @dataclass
