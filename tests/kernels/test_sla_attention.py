@@ -1,0 +1,231 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""SLA attention: Triton kernel (interpreted on CPU) vs the PyTorch reference, and checks.
+
+TRITON_INTERPRET must be set before triton is imported (tests/conftest.py does it for
+the session; it is repeated here so that this file also runs on its own).
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from ultra_hstu_plugin.kernels import sla_attention_triton as kernels  # noqa: E402
+from ultra_hstu_plugin.kernels.sla_attention import sla_attention  # noqa: E402
+from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference  # noqa: E402
+from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not kernels.is_interpreted(), reason="needs TRITON_INTERPRET=1 set before triton import"
+)
+
+TOL = 1e-4  # relative to the reference's norm, float32
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want.double()).norm() / (want.double().norm() + 1e-30))
+
+
+def _batch(lengths, H, D, Dv, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+    total = int(offsets[-1])
+    q = torch.randn(total, H, D, generator=g).to(dtype)
+    k = torch.randn(total, H, D, generator=g).to(dtype)
+    v = torch.randn(total, H, Dv, generator=g).to(dtype)
+    dout = torch.randn(total, H, Dv, generator=g).to(dtype)
+    return q, k, v, dout, offsets
+
+
+def _reference_with_grads(q, k, v, dout, offsets, N, alpha, spec, num_targets):
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    out = sla_attention_reference(*leaves, offsets, N, alpha, spec, num_targets)
+    grads = torch.autograd.grad(out, leaves, dout)
+    return out.detach(), grads
+
+
+def _nan_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(t, float("nan"))
+
+
+def _check_parity(lengths, spec, num_targets, H, D, Dv, config, alpha=0.4, slack=0):
+    q, k, v, dout, offsets = _batch(lengths, H, D, Dv)
+    N = max([1, *lengths]) + slack
+    nt = None if num_targets is None else torch.tensor(num_targets, dtype=torch.int64)
+    want, (gq, gk, gv) = _reference_with_grads(q, k, v, dout, offsets, N, alpha, spec, nt)
+    # Poisoned buffers: a row the kernel forgets to write stays NaN and fails the test.
+    out = kernels.sla_attention_triton_fwd(
+        q, k, v, offsets, N, alpha, spec, nt, config=config, out=_nan_like(want)
+    )
+    grads = kernels.sla_attention_triton_bwd(
+        dout, q, k, v, offsets, N, alpha, spec, nt, config=config,
+        grads=(_nan_like(q), _nan_like(k), _nan_like(v)),
+    )  # fmt: skip
+    for name, got, ref in (("out", out, want), ("dq", grads[0], gq), ("dk", grads[1], gk),
+                           ("dv", grads[2], gv)):  # fmt: skip
+        assert not torch.isnan(got).any(), f"{name} has unwritten (NaN) entries"
+        err = _rel_err(got, ref)
+        assert err < TOL, f"{name}: relative error {err:.2e} (lengths={lengths}, {spec}, nt={nt})"
+
+
+@st.composite
+def _cases(draw):
+    B = draw(st.integers(1, 4))
+    lengths = draw(st.lists(st.sampled_from([0, 1, 2, 7, 16, 17, 31, 40, 64]) | st.integers(0, 64),
+                            min_size=B, max_size=B))  # fmt: skip
+    spec = SLAMaskSpec(
+        k1=draw(st.sampled_from([0, 1, 3, 8, 16, 33])),
+        k2=draw(st.sampled_from([0, 1, 5, 16, 20])),
+        contextual_seq_len=draw(st.sampled_from([0, 0, 1, 4])),
+        target_mode=draw(st.sampled_from(["window", "history"])),
+        full_attn_tail=draw(st.sampled_from([0, 0, 2, 9])),
+    )
+    num_targets = None
+    if draw(st.booleans()):
+        num_targets = [draw(st.integers(0, min(length, 12))) for length in lengths]
+    config = {
+        "BLOCK_M": draw(st.sampled_from([16, 32])),
+        "BLOCK_N": draw(st.sampled_from([16, 32])),
+    }
+    heads = draw(st.sampled_from([(1, 16, 16), (2, 16, 32), (1, 32, 16)]))
+    return lengths, spec, num_targets, heads, config
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cases())
+def test_triton_matches_reference(case):
+    lengths, spec, num_targets, (H, D, Dv), config = case
+    _check_parity(lengths, spec, num_targets, H, D, Dv, config)
+
+
+@pytest.mark.parametrize(
+    "lengths, spec, num_targets",
+    [
+        ([64, 0, 33], SLAMaskSpec(k1=8, k2=16), None),  # window + prefix, empty sequence
+        ([0, 0], SLAMaskSpec(k1=4), None),  # every sequence empty
+        ([1], SLAMaskSpec(), None),  # L = 1
+        ([50, 9], SLAMaskSpec(k1=5, k2=3, contextual_seq_len=6), [12, 9]),  # all candidates
+        # More targets than history: ids collapse (max_id < 0 once contextual is counted).
+        ([20], SLAMaskSpec(k1=2, contextual_seq_len=8, target_mode="history"), [17]),
+        ([48], SLAMaskSpec(k1=3, k2=2, full_attn_tail=6, target_mode="window"), [10]),
+    ],
+)
+def test_triton_edge_cases(lengths, spec, num_targets):
+    _check_parity(lengths, spec, num_targets, 2, 16, 16, {"BLOCK_M": 16, "BLOCK_N": 32}, slack=3)
+
+
+def test_no_sequences():
+    q, k, v, dout, _ = _batch([], 2, 16, 16)
+    out = sla_attention(q, k, v, torch.zeros(1, dtype=torch.int64), 4, 0.5, SLAMaskSpec(k1=2),
+                        backend="triton")  # fmt: skip
+    assert out.shape == (0, 2, 16)
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "triton"])
+def test_public_op_autograd(backend):
+    lengths, spec, nt = [30, 0, 21], SLAMaskSpec(k1=6, k2=4, contextual_seq_len=2), [3, 0, 5]
+    nt = torch.tensor(nt, dtype=torch.int32)
+    q, k, v, dout, offsets = _batch(lengths, 2, 32, 32, seed=3)
+    offsets = offsets.to(torch.int32)
+    want, grads_want = _reference_with_grads(q, k, v, dout, offsets, 32, 0.7, spec, nt)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out = sla_attention(*leaves, offsets, 32, 0.7, spec, nt, backend=backend, debug_checks=True)
+    out.backward(dout)
+    assert _rel_err(out.detach(), want) < TOL
+    for leaf, g in zip(leaves, grads_want):
+        assert _rel_err(leaf.grad, g) < TOL
+
+
+def test_half_precision_close_to_fp32_reference():
+    q, k, v, _, offsets = _batch([40, 24], 1, 32, 32, seed=5)
+    spec = SLAMaskSpec(k1=8, k2=4)
+    want = sla_attention_reference(q, k, v, offsets, 40, 0.3, spec)
+    got = sla_attention(q.half(), k.half(), v.half(), offsets, 40, 0.3, spec, backend="triton")
+    assert got.dtype == torch.float16
+    assert _rel_err(got.float(), want) < 1e-2
+
+
+def test_fake_impl_opcheck():
+    """Schema, fake (meta) impl, autograd registration and AOT dispatch of the op."""
+    q, k, v, _, offsets = _batch([5, 0, 7], 2, 16, 16, dtype=torch.float64)
+    nt = torch.tensor([1, 0, 2])
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    args = (q, k, v, offsets, nt, 8, 0.5, 2, 1, 1, "window", 0, "pytorch")
+    torch.library.opcheck(torch.ops.ultra_hstu.sla_attention_fwd.default, args)
+
+
+def test_torch_compile_triton_backend():
+    q, k, v, dout, offsets = _batch([12, 0, 20], 2, 16, 16, seed=7)
+    spec = SLAMaskSpec(k1=3, k2=2)
+
+    def f(a, b, c):
+        return sla_attention(a, b, c, offsets, 20, 0.5, spec, backend="triton")
+
+    compiled = torch.compile(f, backend="eager", fullgraph=True)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out = compiled(*leaves)
+    out.backward(dout)
+    want, grads_want = _reference_with_grads(q, k, v, dout, offsets, 20, 0.5, spec, None)
+    assert _rel_err(out.detach(), want) < TOL
+    assert _rel_err(leaves[0].grad, grads_want[0]) < TOL
+
+
+# --------------------------------------------------------------------------------------
+# Bad inputs: one clear ValueError naming the bad value, before any launch
+# --------------------------------------------------------------------------------------
+
+
+def _good(**overrides):
+    q, k, v, _, offsets = _batch([5, 3], 2, 16, 16)
+    args = {"q": q, "k": k, "v": v, "seq_offsets": offsets, "max_seq_len": 8, "alpha": 0.5,
+            "spec": SLAMaskSpec(k1=2), "num_targets": None, "backend": "triton"}  # fmt: skip
+    args.update(overrides)
+    return args
+
+
+def _bad_cases():
+    q, k, v, _, offsets = _batch([5, 3], 2, 16, 16)
+    return [
+        ({"seq_offsets": torch.tensor([0, 9, 8])}, "decreases at index 2"),
+        ({"seq_offsets": torch.tensor([0, 5, 7])}, "ends at 7"),
+        ({"seq_offsets": torch.tensor([1, 5, 8])}, "start at 0, got 1"),
+        ({"seq_offsets": torch.tensor([0.0, 5.0, 8.0])}, "torch.float32"),
+        ({"max_seq_len": 4}, "length 5, above max_seq_len=4"),
+        ({"num_targets": torch.tensor([6, 0])}, "num_targets[0]=6"),
+        ({"num_targets": torch.tensor([1, 0, 0])}, "num_targets has 3 entries"),
+        ({"q": q[..., :8], "k": k[..., :8]}, "D (q/k head dim) = 8"),
+        ({"v": torch.randn(8, 2, 48)}, "Dv (v head dim) = 48"),
+        ({"q": q.double(), "k": k.double(), "v": v.double()}, "torch.float64"),
+        ({"k": k.half()}, "torch.float16"),
+        ({"q": q.to("meta")}, "q on meta"),
+        ({"k": k[:, :1]}, "(8, 1, 16)"),
+        ({"v": v[:7]}, "(7, 2, 16)"),
+        ({"q": q[0]}, "(2, 16)"),
+        ({"backend": "cuda"}, "'cuda'"),
+        ({"spec": (2, 0)}, "tuple"),
+    ]
+
+
+@pytest.mark.parametrize("overrides, message", _bad_cases())
+def test_bad_inputs(overrides, message):
+    with pytest.raises(ValueError) as err:
+        sla_attention(**_good(**overrides))
+    assert message in str(err.value)
+
+
+def test_negative_window_rejected():
+    with pytest.raises(ValueError, match="k1 must be a non-negative int, got -1"):
+        SLAMaskSpec(k1=-1)
+    with pytest.raises(ValueError, match="k2 must be a non-negative int, got -3"):
+        SLAMaskSpec(k2=-3)
+
+
+def test_cpu_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="backend='pytorch'.*TRITON_INTERPRET=1"):
+        sla_attention(**_good())
