@@ -25,6 +25,8 @@ try:
     from generative_recommenders.common import HammerKernel, HammerModule
     from generative_recommenders.dlrm_v3.checkpoint import (
         load_dmp_checkpoint,
+        load_nonsparse_checkpoint,
+        load_sparse_checkpoint,
         save_dmp_checkpoint,
     )
     from generative_recommenders.dlrm_v3.configs import (
@@ -123,6 +125,7 @@ __all__ = [
     "collate_fn",
     "concat_2D_jagged",
     "dense_optimizer_factory_and_class",
+    "embedding_collection_of",
     "eval_loop",
     "get_contextual_input_embeddings",
     "get_embedding_table_config",
@@ -133,7 +136,10 @@ __all__ = [
     "hstu_compute_output",
     "hstu_compute_uqvk",
     "load_dmp_checkpoint",
+    "load_nonsparse_checkpoint",
+    "load_sparse_checkpoint",
     "save_dmp_checkpoint",
+    "set_embedding_collection",
     "sparse_optimizer_factory_and_class",
     "train_eval_loop",
     "train_loop",
@@ -182,3 +188,13 @@ def zero_target_action_table(action_encoder: torch.nn.Module) -> None:  # noqa: 
     action_encoder.register_buffer(
         "_target_action_embedding_table", torch.zeros_like(table.data), persistent=False
     )
+
+
+def embedding_collection_of(model: DlrmHSTU) -> torch.nn.Module:  # noqa: F821
+    """The torchrec ``EmbeddingCollection`` of GR's ranking model (``_embedding_collection``)."""
+    return model._embedding_collection
+
+
+def set_embedding_collection(model: DlrmHSTU, ec: torch.nn.Module) -> None:  # noqa: F821
+    """Swap the embedding tables of GR's ranking model (e.g. for a quantized collection)."""
+    model._embedding_collection = ec
