@@ -54,17 +54,29 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def _sla_visible(
     rows,
     cols,
-    L,
     NN,
     K1,
     PREFIX,
     CTX,
     TAIL,
+    HAS_TARGETS: tl.constexpr,
     HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
 ):
-    """``sla_mask`` for broadcastable row / column positions (same formula, same ids)."""
+    """``sla_mask`` for broadcastable row / column positions (same formula, same ids).
+
+    Positions at or past the sequence end need no mask: their q / k / v / dout rows
+    are loaded as zeros, and silu(0) = 0, dP = 0 there.
+    """
+    if not HAS_CTX and not HAS_TARGETS:
+        # ids are positions: a cheaper form of the same rule (tiles near the diagonal
+        # and the window edge run this on every element).
+        d = rows - cols
+        seen = (d <= K1) | (K1 == 0) | (cols < PREFIX)
+        if HAS_TAIL:
+            seen = seen | (rows >= NN - TAIL)
+        return (d >= 0) & seen
     if HAS_CTX:
         max_id = NN - CTX + 1
         row_id = tl.minimum(tl.maximum(rows - CTX + 1, 0), max_id)
@@ -84,13 +96,31 @@ def _sla_visible(
         visible = tl.where(rows < CTX, cols < NN, visible)
     if HISTORY_MODE:
         visible = tl.where(rows >= NN, (cols < NN) | diag, visible)
-    return visible & (rows < L) & (cols < L)
+    return visible
 
 
 @triton.jit
-def _sigmoid(x):
-    # Approximate division: precise fp32 division would dominate the tile's ALU time.
-    return tl.fdiv(1.0, 1.0 + tl.exp(-x), ieee_rounding=False)
+def _tanh(x, FAST_MATH: tl.constexpr):
+    if FAST_MATH:
+        # One MUFU op; silu via tanh needs one transcendental per score instead of two
+        # (exp and a reciprocal), and the SFU is the forward's bottleneck next to wgmma.
+        return tl.inline_asm_elementwise(
+            "tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
+        )
+    else:
+        # Interpreter- and fp32-friendly; saturates correctly at +-inf.
+        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+
+@triton.jit
+def _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK: tl.constexpr):
+    """Start of the i-th tile of four ranges, ``[0, ..)`` then ``(s1, s2, s3)``, with c0..c2
+    tiles in the first three: one loop walks all masked tiles, which keeps the kernels
+    (and their compile time) small."""
+    start = s3 + (i - c0 - c1 - c2) * BLOCK
+    start = tl.where(i < c0 + c1 + c2, s2 + (i - c0 - c1) * BLOCK, start)
+    start = tl.where(i < c0 + c1, s1 + (i - c0) * BLOCK, start)
+    return tl.where(i < c0, i * BLOCK, start)
 
 
 # --------------------------------------------------------------------------------------
@@ -99,7 +129,7 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _row_block_key_ranges(
+def _row_block_key_tiles(
     m0,
     L,
     NN,
@@ -112,11 +142,12 @@ def _row_block_key_ranges(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """Key-tile ranges for rows ``[m0, m0 + BLOCK_M)``, all multiples of BLOCK_N (but m1).
+    """Key tiles for rows ``[m0, m0 + BLOCK_M)``.
 
-    Returns ``(s1_end, s2_start, u_lo, u_hi, s2_end, s3_start, m1)``: masked tiles
-    ``[0, s1_end)``, ``[s2_start, u_lo)``, ``[u_hi, s2_end)``, ``[s3_start, m1)`` and
-    unmasked tiles ``[u_lo, u_hi)``.  The ranges are disjoint and ordered.
+    Masked tiles: ``[0, s1_end)``, ``[s2_start, u_lo)``, ``[u_hi, s2_end)``,
+    ``[s3_start, m1)``; unmasked (certainly fully visible): ``[u_lo, u_hi)``; all disjoint.
+    Returns the masked ranges as ``_nth_tile`` takes them, their total tile count, and
+    the unmasked range.
     """
     m1 = tl.minimum(m0 + BLOCK_M, L)
     full = (K1 == 0) | (m0 < CTX)
@@ -134,23 +165,27 @@ def _row_block_key_ranges(
     # Fully visible tiles: plain history rows, keys strictly below every row and inside
     # every row's window (d <= r - j for history rows, so positions bound the ids).
     plain = (m0 >= CTX) & (m0 + BLOCK_M <= NN)
-    w_lo = tl.maximum(m0 + BLOCK_M - 1 - K1, 0)
     # ``full`` may hold for only some rows (the tail starts mid-block); the unmasked
     # range needs every row to see all earlier keys.
     all_full = K1 == 0
     if HAS_TAIL:
         all_full = all_full | (m0 >= NN - TAIL)
+    w_lo = tl.maximum(m0 + BLOCK_M - 1 - K1, 0)
     u_lo = tl.where(all_full, s2_start, (w_lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N)
     u_hi = m0 // BLOCK_N * BLOCK_N
     u_lo = tl.where(plain, u_lo, s2_start)
     u_hi = tl.where(plain, u_hi, s2_start)
     u_lo = tl.minimum(tl.maximum(u_lo, s2_start), s2_end)
     u_hi = tl.minimum(tl.maximum(u_hi, u_lo), s2_end)
-    return s1_end, s2_start, u_lo, u_hi, s2_end, s3_start, m1
+    c1 = s1_end // BLOCK_N
+    c2 = (u_lo - s2_start) // BLOCK_N
+    c3 = (s2_end - u_hi) // BLOCK_N
+    c4 = (tl.maximum(m1 - s3_start, 0) + BLOCK_N - 1) // BLOCK_N
+    return c1, s2_start, c2, u_hi, c3, s3_start, c1 + c2 + c3 + c4, u_lo, u_hi
 
 
 @triton.jit
-def _key_block_row_ranges(
+def _key_block_row_tiles(
     n0,
     L,
     NN,
@@ -163,11 +198,10 @@ def _key_block_row_ranges(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """Row-tile ranges that can see keys ``[n0, n0 + BLOCK_N)`` (mirror of the above).
+    """Row tiles that can see keys ``[n0, n0 + BLOCK_N)`` (mirror of the above).
 
-    Returns ``(a_end, b_start, u_lo, u_hi, b_end, c_start)``: masked row tiles
-    ``[0, a_end)`` (contextual rows), ``[b_start, u_lo)``, ``[u_hi, b_end)``,
-    ``[c_start, L)`` (candidate / tail rows) and unmasked ``[u_lo, u_hi)``.
+    Masked: ``[0, a_end)`` (contextual rows), ``[b_start, u_lo)``, ``[u_hi, b_end)``,
+    ``[c_start, L)`` (candidate / tail rows); unmasked ``[u_lo, u_hi)``.
     """
     n1 = tl.minimum(n0 + BLOCK_N, L)
     a_end = tl.where(n0 < NN, (tl.minimum(CTX, L) + BLOCK_M - 1) // BLOCK_M * BLOCK_M, 0)
@@ -196,7 +230,11 @@ def _key_block_row_ranges(
     u_hi = tl.where(all_seen, u_hi, tl.minimum(u_hi, (n0 + K1 + 1) // BLOCK_M * BLOCK_M))
     u_lo = tl.minimum(tl.maximum(u_lo, b_start), b_end)
     u_hi = tl.minimum(tl.maximum(u_hi, u_lo), b_end)
-    return a_end, b_start, u_lo, u_hi, b_end, c_start
+    c1 = a_end // BLOCK_M
+    c2 = (u_lo - b_start) // BLOCK_M
+    c3 = (b_end - u_hi) // BLOCK_M
+    c4 = (tl.maximum(L - c_start, 0) + BLOCK_M - 1) // BLOCK_M
+    return c1, b_start, c2, u_hi, c3, c_start, c1 + c2 + c3 + c4, u_lo, u_hi
 
 
 @triton.jit
@@ -231,18 +269,20 @@ def _fwd_tile(
     offs_n,
     offs_d,
     offs_dv,
-    alpha,
+    half_alpha,
     L,
     NN,
     K1,
     PREFIX,
     CTX,
     TAIL,
+    HAS_TARGETS: tl.constexpr,
     HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
     MASKED: tl.constexpr,
     PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     cols = n0 + offs_n
     k_ptrs = K_ptr + cols[:, None] * stride_kt + offs_d[None, :]
@@ -253,22 +293,14 @@ def _fwd_tile(
     else:
         k = tl.load(k_ptrs)
         v = tl.load(v_ptrs)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * alpha
-    p = s * _sigmoid(s)
+    # silu(x) = x / 2 * (1 + tanh(x / 2)); h = x / 2 = alpha / 2 * q.k
+    h = tl.dot(q, tl.trans(k), input_precision=PRECISION) * half_alpha
+    p = h + h * _tanh(h, FAST_MATH)
     if MASKED:
         vis = _sla_visible(
-            rows[:, None],
-            cols[None, :],
-            L,
-            NN,
-            K1,
-            PREFIX,
-            CTX,
-            TAIL,
-            HAS_CTX,
-            HAS_TAIL,
-            HISTORY_MODE,
-        )
+            rows[:, None], cols[None, :], NN, K1, PREFIX, CTX, TAIL,
+            HAS_TARGETS, HAS_CTX, HAS_TAIL, HISTORY_MODE,
+        )  # fmt: skip
         p = tl.where(vis, p, 0.0)
     return tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
 
@@ -304,6 +336,7 @@ def _sla_fwd_kernel(
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
     PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -316,7 +349,7 @@ def _sla_fwd_kernel(
     m0 = pid_m * BLOCK_M
     if m0 >= L:
         return
-    s1_end, s2_start, u_lo, u_hi, s2_end, s3_start, m1 = _row_block_key_ranges(
+    c0, s1, c1, s2, c2, s3, n_masked, u_lo, u_hi = _row_block_key_tiles(
         m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
@@ -327,25 +360,23 @@ def _sla_fwd_kernel(
     Q_ptr = Q + seq_start * stride_qt + off_h * stride_qh
     K_ptr = K + seq_start * stride_kt + off_h * stride_kh
     V_ptr = V + seq_start * stride_vt + off_h * stride_vh
-    q = tl.load(
-        Q_ptr + rows[:, None] * stride_qt + offs_d[None, :], mask=rows[:, None] < L, other=0.0
-    )
+    q_ptrs = Q_ptr + rows[:, None] * stride_qt + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=rows[:, None] < L, other=0.0)
+    half_alpha = alpha * 0.5
     acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
-    for n0 in range(0, s1_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                        alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
-    for n0 in range(s2_start, u_lo, BLOCK_N):
-        acc = _fwd_tile(acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                        alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
     for n0 in range(u_lo, u_hi, BLOCK_N):
-        acc = _fwd_tile(acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                        alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, False, PRECISION)  # fmt: skip
-    for n0 in range(u_hi, s2_end, BLOCK_N):
-        acc = _fwd_tile(acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                        alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
-    for n0 in range(s3_start, m1, BLOCK_N):
-        acc = _fwd_tile(acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                        alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
+        acc = _fwd_tile(
+            acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
+            half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, False, PRECISION, FAST_MATH,
+        )  # fmt: skip
+    for i in range(0, n_masked):
+        n0 = _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK_N)
+        acc = _fwd_tile(
+            acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
+            half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, True, PRECISION, FAST_MATH,
+        )  # fmt: skip
     acc = acc * scale  # the 1/N of HSTU, applied once per row instead of per pair
     O_ptr = Out + seq_start * stride_ot + off_h * stride_oh
     tl.store(
@@ -358,6 +389,17 @@ def _sla_fwd_kernel(
 # --------------------------------------------------------------------------------------
 # Backward: dk, dv per key block
 # --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _silu_grad_parts(h, FAST_MATH: tl.constexpr):
+    """With h = x / 2: silu(x) = h (1 + t) and silu'(x) = (1 + t) / 2 * (1 + h (1 - t)),
+    t = tanh(h)."""
+    t = _tanh(h, FAST_MATH)
+    one_plus_t = 1.0 + t
+    p = h * one_plus_t
+    dsilu = 0.5 * one_plus_t * (1.0 + h * (1.0 - t))
+    return p, dsilu
 
 
 @triton.jit
@@ -375,18 +417,20 @@ def _dkdv_tile(
     offs_m,
     offs_d,
     offs_dv,
-    alpha,
+    half_alpha,
     L,
     NN,
     K1,
     PREFIX,
     CTX,
     TAIL,
+    HAS_TARGETS: tl.constexpr,
     HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
     MASKED: tl.constexpr,
     PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     rows = m0 + offs_m
     q_ptrs = Q_ptr + rows[:, None] * stride_qt + offs_d[None, :]
@@ -398,25 +442,15 @@ def _dkdv_tile(
         q = tl.load(q_ptrs)
         do = tl.load(do_ptrs)
     # Transposed tiles ([keys, rows]) so that dk, dv accumulate without transposes.
-    s = tl.dot(k, tl.trans(q), input_precision=PRECISION) * alpha
-    sig = _sigmoid(s)
-    p = s * sig
+    h = tl.dot(k, tl.trans(q), input_precision=PRECISION) * half_alpha
+    p, dsilu = _silu_grad_parts(h, FAST_MATH)
     dp = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-    ds = dp * sig * (1.0 + s * (1.0 - sig))  # silu'(s) = sig * (1 + s * (1 - sig))
+    ds = dp * dsilu
     if MASKED:
         vis = _sla_visible(
-            rows[None, :],
-            cols[:, None],
-            L,
-            NN,
-            K1,
-            PREFIX,
-            CTX,
-            TAIL,
-            HAS_CTX,
-            HAS_TAIL,
-            HISTORY_MODE,
-        )
+            rows[None, :], cols[:, None], NN, K1, PREFIX, CTX, TAIL,
+            HAS_TARGETS, HAS_CTX, HAS_TAIL, HISTORY_MODE,
+        )  # fmt: skip
         p = tl.where(vis, p, 0.0)
         ds = tl.where(vis, ds, 0.0)
     dv = tl.dot(p.to(do.dtype), do, dv, input_precision=PRECISION)
@@ -461,6 +495,7 @@ def _sla_bwd_dkdv_kernel(
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
     PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -474,7 +509,7 @@ def _sla_bwd_dkdv_kernel(
     n0 = pid_n * BLOCK_N
     if n0 >= L:
         return
-    a_end, b_start, u_lo, u_hi, b_end, c_start = _key_block_row_ranges(
+    c0, s1, c1, s2, c2, s3, n_masked, u_lo, u_hi = _key_block_row_tiles(
         n0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
@@ -486,29 +521,26 @@ def _sla_bwd_dkdv_kernel(
     DO_ptr = DO + seq_start * stride_dot + off_h * stride_doh
     K_ptr = K + seq_start * stride_kt + off_h * stride_kh
     V_ptr = V + seq_start * stride_vt + off_h * stride_vh
-    k = tl.load(
-        K_ptr + cols[:, None] * stride_kt + offs_d[None, :], mask=cols[:, None] < L, other=0.0
-    )
-    v = tl.load(
-        V_ptr + cols[:, None] * stride_vt + offs_dv[None, :], mask=cols[:, None] < L, other=0.0
-    )
+    k_ptrs = K_ptr + cols[:, None] * stride_kt + offs_d[None, :]
+    v_ptrs = V_ptr + cols[:, None] * stride_vt + offs_dv[None, :]
+    k = tl.load(k_ptrs, mask=cols[:, None] < L, other=0.0)
+    v = tl.load(v_ptrs, mask=cols[:, None] < L, other=0.0)
+    half_alpha = alpha * 0.5
     dk = tl.zeros([BLOCK_N, D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, DV], dtype=tl.float32)
-    for m0 in range(0, a_end, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d, offs_dv,
-                            alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
-    for m0 in range(b_start, u_lo, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d, offs_dv,
-                            alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
     for m0 in range(u_lo, u_hi, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d, offs_dv,
-                            alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, False, PRECISION)  # fmt: skip
-    for m0 in range(u_hi, b_end, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d, offs_dv,
-                            alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
-    for m0 in range(c_start, L, BLOCK_M):
-        dk, dv = _dkdv_tile(dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d, offs_dv,
-                            alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d,
+            offs_dv, half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, False, PRECISION, FAST_MATH,
+        )  # fmt: skip
+    for i in range(0, n_masked):
+        m0 = _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK_M)
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d,
+            offs_dv, half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, True, PRECISION, FAST_MATH,
+        )  # fmt: skip
     dk = dk * (alpha * scale)
     dv = dv * scale
     DK_ptr = DK + seq_start * stride_dkt + off_h * stride_dkh
@@ -544,18 +576,20 @@ def _dq_tile(
     offs_n,
     offs_d,
     offs_dv,
-    alpha,
+    half_alpha,
     L,
     NN,
     K1,
     PREFIX,
     CTX,
     TAIL,
+    HAS_TARGETS: tl.constexpr,
     HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
     MASKED: tl.constexpr,
     PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
 ):
     cols = n0 + offs_n
     k_ptrs = K_ptr + cols[:, None] * stride_kt + offs_d[None, :]
@@ -566,24 +600,15 @@ def _dq_tile(
     else:
         k = tl.load(k_ptrs)
         v = tl.load(v_ptrs)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * alpha
-    sig = _sigmoid(s)
+    h = tl.dot(q, tl.trans(k), input_precision=PRECISION) * half_alpha
+    _, dsilu = _silu_grad_parts(h, FAST_MATH)
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-    ds = dp * sig * (1.0 + s * (1.0 - sig))
+    ds = dp * dsilu
     if MASKED:
         vis = _sla_visible(
-            rows[:, None],
-            cols[None, :],
-            L,
-            NN,
-            K1,
-            PREFIX,
-            CTX,
-            TAIL,
-            HAS_CTX,
-            HAS_TAIL,
-            HISTORY_MODE,
-        )
+            rows[:, None], cols[None, :], NN, K1, PREFIX, CTX, TAIL,
+            HAS_TARGETS, HAS_CTX, HAS_TAIL, HISTORY_MODE,
+        )  # fmt: skip
         ds = tl.where(vis, ds, 0.0)
     return tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
 
@@ -622,6 +647,7 @@ def _sla_bwd_dq_kernel(
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
     PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -633,7 +659,7 @@ def _sla_bwd_dq_kernel(
     m0 = pid_m * BLOCK_M
     if m0 >= L:
         return
-    s1_end, s2_start, u_lo, u_hi, s2_end, s3_start, m1 = _row_block_key_ranges(
+    c0, s1, c1, s2, c2, s3, n_masked, u_lo, u_hi = _row_block_key_tiles(
         m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
@@ -645,28 +671,25 @@ def _sla_bwd_dq_kernel(
     DO_ptr = DO + seq_start * stride_dot + off_h * stride_doh
     K_ptr = K + seq_start * stride_kt + off_h * stride_kh
     V_ptr = V + seq_start * stride_vt + off_h * stride_vh
-    q = tl.load(
-        Q_ptr + rows[:, None] * stride_qt + offs_d[None, :], mask=rows[:, None] < L, other=0.0
-    )
-    do = tl.load(
-        DO_ptr + rows[:, None] * stride_dot + offs_dv[None, :], mask=rows[:, None] < L, other=0.0
-    )
+    q_ptrs = Q_ptr + rows[:, None] * stride_qt + offs_d[None, :]
+    do_ptrs = DO_ptr + rows[:, None] * stride_dot + offs_dv[None, :]
+    q = tl.load(q_ptrs, mask=rows[:, None] < L, other=0.0)
+    do = tl.load(do_ptrs, mask=rows[:, None] < L, other=0.0)
+    half_alpha = alpha * 0.5
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
-    for n0 in range(0, s1_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                      alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
-    for n0 in range(s2_start, u_lo, BLOCK_N):
-        dq = _dq_tile(dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                      alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
     for n0 in range(u_lo, u_hi, BLOCK_N):
-        dq = _dq_tile(dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                      alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, False, PRECISION)  # fmt: skip
-    for n0 in range(u_hi, s2_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                      alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
-    for n0 in range(s3_start, m1, BLOCK_N):
-        dq = _dq_tile(dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
-                      alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_CTX, HAS_TAIL, HISTORY_MODE, True, PRECISION)  # fmt: skip
+        dq = _dq_tile(
+            dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
+            half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, False, PRECISION, FAST_MATH,
+        )  # fmt: skip
+    for i in range(0, n_masked):
+        n0 = _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK_N)
+        dq = _dq_tile(
+            dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
+            half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, True, PRECISION, FAST_MATH,
+        )  # fmt: skip
     dq = dq * (alpha * scale)
     DQ_ptr = DQ + seq_start * stride_dqt + off_h * stride_dqh
     tl.store(
@@ -757,6 +780,12 @@ _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 # --------------------------------------------------------------------------------------
 
 
+def _interpreter_bf16(q: torch.Tensor) -> bool:
+    """Triton's interpreter (3.9) multiplies bf16 tiles wrongly (numpy has no bf16):
+    there, bf16 inputs run in fp32 and the results are rounded back."""
+    return q.dtype == torch.bfloat16 and is_interpreted()
+
+
 @functools.cache
 def _bucket(n: int) -> int:
     return triton.next_power_of_2(max(n, 16))
@@ -791,6 +820,10 @@ def _common_args(
         "HISTORY_MODE": spec.target_mode == "history",
         # fp32 inputs: exact fp32 products (no TF32) so the kernel matches the reference.
         "PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
+        # tanh.approx (PTX) for 16-bit inputs on NVIDIA: its ~2^-11 error is below bf16's.
+        "FAST_MATH": q.dtype != torch.float32
+        and not is_interpreted()
+        and torch.version.hip is None,
     }
     return scalars, flags
 
@@ -824,6 +857,19 @@ def sla_attention_triton_fwd(
     autotuning; tests use it to sweep tile shapes.  ``out`` (contiguous) lets tests pass
     a NaN-poisoned buffer to prove every row is written.
     """
+    if _interpreter_bf16(q):
+        res = sla_attention_triton_fwd(
+            q.float(),
+            k.float(),
+            v.float(),
+            seq_offsets,
+            max_seq_len,
+            alpha,
+            spec,
+            num_targets,
+            config,
+        )
+        return res.to(q.dtype) if out is None else out.copy_(res)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     total, H, _ = q.shape
     if out is None:
@@ -857,6 +903,14 @@ def sla_attention_triton_bwd(
     grads: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward launcher: ``(dq, dk, dv)`` in the inputs' dtype (``grads``: buffers)."""
+    if _interpreter_bf16(q):
+        res = sla_attention_triton_bwd(
+            dout.float(), q.float(), k.float(), v.float(), seq_offsets, max_seq_len, alpha, spec,
+            num_targets, config,
+        )  # fmt: skip
+        if grads is None:
+            return tuple(g.to(q.dtype) for g in res)
+        return tuple(buf.copy_(g) for buf, g in zip(grads, res))
     q, k, v, dout = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous()
     if grads is None:
         grads = (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v))

@@ -140,13 +140,18 @@ def test_public_op_autograd(backend):
         assert _rel_err(leaf.grad, g) < TOL
 
 
-def test_half_precision_close_to_fp32_reference():
-    q, k, v, _, offsets = _batch([40, 24], 1, 32, 32, seed=5)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_close_to_fp32_reference(dtype):
+    q, k, v, dout, offsets = _batch([40, 24], 1, 32, 32, seed=5)
     spec = SLAMaskSpec(k1=8, k2=4)
-    want = sla_attention_reference(q, k, v, offsets, 40, 0.3, spec)
-    got = sla_attention(q.half(), k.half(), v.half(), offsets, 40, 0.3, spec, backend="triton")
-    assert got.dtype == torch.float16
-    assert _rel_err(got.float(), want) < 1e-2
+    want, grads_want = _reference_with_grads(q, k, v, dout, offsets, 40, 0.3, spec, None)
+    leaves = [t.to(dtype).requires_grad_(True) for t in (q, k, v)]
+    got = sla_attention(*leaves, offsets, 40, 0.3, spec, backend="triton")
+    got.backward(dout.to(dtype))
+    assert got.dtype == dtype
+    assert _rel_err(got.float(), want) < 2e-2
+    for leaf, g in zip(leaves, grads_want):
+        assert leaf.grad.dtype == dtype and _rel_err(leaf.grad.float(), g) < 2e-2
 
 
 def test_fake_impl_opcheck():
