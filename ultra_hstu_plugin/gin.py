@@ -12,8 +12,10 @@ import gin
 
 from ultra_hstu_plugin import host  # noqa: F401 - registers GR's configurables
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
+from ultra_hstu_plugin.modules.mixture_of_transducers import StreamConfig  # noqa: E402
 
 gin.external_configurable(UltraHSTUEncoderConfig, module="ultra_hstu")
+gin.external_configurable(StreamConfig, module="ultra_hstu")
 
 # Imported last: they use the registrations above.
 from ultra_hstu_plugin import model  # noqa: E402,F401

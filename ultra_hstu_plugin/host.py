@@ -190,6 +190,26 @@ def zero_target_action_table(action_encoder: torch.nn.Module) -> None:  # noqa: 
     )
 
 
+def transducer_of(model: DlrmHSTU) -> HSTUTransducer:
+    return model._hstu_transducer
+
+
+def set_transducer(model: DlrmHSTU, transducer: HSTUTransducer) -> None:
+    model._hstu_transducer = transducer
+
+
+def transducer_parts(t: HSTUTransducer) -> dict:
+    """Constructor arguments that rebuild GR's ``HSTUTransducer`` around new encoders."""
+    return {
+        "stu_module": t._stu_module,
+        "input_preprocessor": t._input_preprocessor,
+        "output_postprocessor": t._output_postprocessor,
+        "input_dropout_ratio": t._input_dropout_ratio,
+        "positional_encoder": t._positional_encoder,
+        "return_full_embeddings": t._return_full_embeddings,
+    }
+
+
 def embedding_collection_of(model: DlrmHSTU) -> torch.nn.Module:  # noqa: F821
     """The torchrec ``EmbeddingCollection`` of GR's ranking model (``_embedding_collection``)."""
     return model._embedding_collection

@@ -10,7 +10,7 @@ data pipeline, losses, metrics, sharding and checkpoints all keep working.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import gin
 import torch
@@ -20,6 +20,10 @@ from ultra_hstu_plugin.host import STU, DlrmHSTU, DlrmHSTUConfig, STULayerConfig
 from ultra_hstu_plugin.modules.encoder import build_ultra_hstu_encoder
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 from ultra_hstu_plugin.modules.merged_tokens import use_merged_item_action_tokens
+from ultra_hstu_plugin.modules.mixture_of_transducers import (
+    StreamConfig,
+    build_mixture_of_transducers,
+)
 from ultra_hstu_plugin.registry import discover
 
 logger = logging.getLogger(__name__)
@@ -53,7 +57,13 @@ def build_ultra_encoder(
         raise TypeError(
             f"encoder 'ultra_hstu' needs an UltraHSTUEncoderConfig, got {type(enc).__name__}"
         )
-    layer_config = STULayerConfig(
+    return build_ultra_hstu_encoder(
+        enc, _layer_config(hstu_config, enc), is_inference, max_seq_len=hstu_config.max_seq_len
+    )
+
+
+def _layer_config(hstu_config: DlrmHSTUConfig, enc: UltraHSTUEncoderConfig) -> STULayerConfig:
+    return STULayerConfig(
         embedding_dim=hstu_config.hstu_transducer_embedding_dim,
         num_heads=hstu_config.hstu_num_heads,
         hidden_dim=hstu_config.hstu_attn_linear_dim,
@@ -66,9 +76,6 @@ def build_ultra_encoder(
         recompute_uvqk=enc.recompute_uvqk,
         recompute_y=enc.recompute_y,
         contextual_seq_len=contextual_seq_len(hstu_config),
-    )
-    return build_ultra_hstu_encoder(
-        enc, layer_config, is_inference, max_seq_len=hstu_config.max_seq_len
     )
 
 
@@ -84,8 +91,13 @@ class UltraDlrmHSTU(DlrmHSTU):
         encoder_config: Optional[Any] = None,
         bf16_training: bool = False,
         merged_item_action_tokens: bool = False,
+        streams: Optional[Sequence[StreamConfig]] = None,
     ) -> None:
         builder = discover().get("encoder", encoder).load()  # fail before building anything
+        if streams and encoder != "ultra_hstu":
+            raise ValueError(
+                f"streams (mixture of transducers) need encoder 'ultra_hstu', got {encoder!r}"
+            )
         super().__init__(
             hstu_configs=hstu_configs,
             embedding_tables=embedding_tables,
@@ -93,7 +105,22 @@ class UltraDlrmHSTU(DlrmHSTU):
             bf16_training=bf16_training,
         )
         self.encoder_name = encoder
-        host.set_stu_module(self, builder(self, hstu_configs, encoder_config, is_inference))
+        if streams:
+            enc = encoder_config if encoder_config is not None else UltraHSTUEncoderConfig()
+            enc.validate(hstu_configs.max_seq_len, depth_from_streams=True)
+            host.set_transducer(
+                self,
+                build_mixture_of_transducers(
+                    host.transducer_of(self),
+                    streams,
+                    _layer_config(hstu_configs, enc),
+                    enc,
+                    action_feature_name=hstu_configs.uih_weight_feature_name,
+                    is_inference=is_inference,
+                ),
+            )
+        else:
+            host.set_stu_module(self, builder(self, hstu_configs, encoder_config, is_inference))
         if merged_item_action_tokens:
             use_merged_item_action_tokens(self, hstu_configs)
 
@@ -106,6 +133,7 @@ def make_ultra_model(
     hstu_overrides: Optional[Dict[str, Any]] = None,
     bf16_training: bool = False,
     merged_item_action_tokens: bool = False,
+    streams: Optional[Sequence[StreamConfig]] = None,
 ) -> Tuple[UltraDlrmHSTU, DlrmHSTUConfig, Dict[str, Any]]:
     """GR's ``make_model`` with the encoder and dataset chosen by registry name."""
     spec = discover().get("dataset", dataset).load()
@@ -119,6 +147,7 @@ def make_ultra_model(
         encoder_config=encoder_config,
         bf16_training=bf16_training,
         merged_item_action_tokens=merged_item_action_tokens,
+        streams=streams,
     )
     n_params = sum(
         p.numel() for n, p in model.named_parameters() if "_embedding_collection" not in n

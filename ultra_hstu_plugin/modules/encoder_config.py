@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,8 +35,20 @@ class UltraHSTUEncoderConfig:
     recompute_uvqk: bool = True
     recompute_y: bool = True
 
-    def validate(self, max_seq_len: Optional[int] = None) -> None:
-        """One clear error naming the bad value; called before any layer is built."""
+    def validate(self, max_seq_len: Optional[int] = None, depth_from_streams: bool = False) -> None:
+        """One clear error naming the bad value; called before any layer is built.
+
+        With a mixture of transducers (``depth_from_streams``) each stream sets its own
+        depth and length budget, so the depth/truncation fields must be left at 0.
+        """
+        if depth_from_streams:
+            for name in ("num_truncated_layers", "truncated_seq_len"):
+                if getattr(self, name) != 0:
+                    raise ValueError(
+                        f"ULTRA-HSTU encoder: {name}={getattr(self, name)} conflicts with streams; "
+                        "each stream's num_layers and max_len set its depth and length"
+                    )
+            self = dataclasses.replace(self, num_full_layers=max(self.num_full_layers, 1))
         for name in (
             "num_full_layers",
             "num_truncated_layers",

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Fresh machine -> ULTRA-HSTU trained on MovieLens-100k on CPU, eval NE printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.ci/install
+.venv/bin/ultra-hstu data prepare movielens-100k --out data
+.venv/bin/ultra-hstu train --gin gin_configs/ml100k_smoke_cpu.gin --device cpu --mode train-eval
