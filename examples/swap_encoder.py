@@ -1,7 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """Build GR's ranking model with the ULTRA-HSTU encoder from Python instead of gin.
 
-    python examples/swap_encoder.py
+python examples/swap_encoder.py
 """
 
 import gin

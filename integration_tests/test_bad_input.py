@@ -34,7 +34,11 @@ def test_bad_gin_values(tmp_path, ml100k_dir, binding, message):
 
     request = RunRequest(
         gin_files=[SMOKE],
-        gin_bindings=[f"make_dataloaders.data_dir='{ml100k_dir}'", binding, f"RunSettings.output_dir='{tmp_path}'"],
+        gin_bindings=[
+            f"make_dataloaders.data_dir='{ml100k_dir}'",
+            binding,
+            f"RunSettings.output_dir='{tmp_path}'",
+        ],
     )
     with pytest.raises((ValueError, FileNotFoundError, KeyError)) as err:
         preflight(request)
@@ -49,7 +53,9 @@ def test_cli_reports_bad_values_in_one_line(tmp_path, ml100k_dir):
     args += ["--gin-param", f"RunSettings.output_dir='{tmp_path}'"]
     res = run_cli(*args, timeout=300)
     assert res.returncode == 2, res.stderr[-3000:]
-    assert "ultra-hstu: error: ULTRA-HSTU encoder: k1 must be a non-negative int, got -4" in res.stderr
+    assert (
+        "ultra-hstu: error: ULTRA-HSTU encoder: k1 must be a non-negative int, got -4" in res.stderr
+    )
     assert "Traceback" not in res.stderr
 
 

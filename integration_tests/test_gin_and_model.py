@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ultra_hstu_plugin.gin  # noqa: F401
-from ultra_hstu_plugin.host import DlrmHSTU, L2STU, STUStack, gr_checkout_root, stu_module_of
+from ultra_hstu_plugin.host import L2STU, DlrmHSTU, STUStack, gr_checkout_root, stu_module_of
 from ultra_hstu_plugin.model import make_ultra_model
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 

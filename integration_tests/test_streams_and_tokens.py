@@ -89,11 +89,16 @@ def test_merged_tokens_give_candidates_no_action_input(ml100k_dir):
     pre = model._hstu_transducer._input_preprocessor
     assert not any("target_action" in n for n, _ in pre.named_parameters())
     mlp = pre._action_embedding_mlp
-    assert torch.equal(mlp(torch.zeros(3, mlp.fc1.in_features)), torch.zeros(3, mlp.fc2.out_features))
+    assert torch.equal(
+        mlp(torch.zeros(3, mlp.fc1.in_features)), torch.zeros(3, mlp.fc2.out_features)
+    )
 
 
 def test_mixture_of_transducers_routes_events_by_action(ml100k_dir):
-    streams = [StreamConfig("loved", 16, num_layers=1, max_len=64), StreamConfig("hated", 1 | 2, num_layers=2, max_len=32)]
+    streams = [
+        StreamConfig("loved", 16, num_layers=1, max_len=64),
+        StreamConfig("hated", 1 | 2, num_layers=2, max_len=32),
+    ]
     model, b = _model_and_batch(
         ml100k_dir,
         encoder_config=UltraHSTUEncoderConfig(num_full_layers=0, k1=16, k2=4),
@@ -107,9 +112,15 @@ def test_mixture_of_transducers_routes_events_by_action(ml100k_dir):
     weights = uih["item_weights"].values()
     outside = (weights == 4) | (weights == 8)
     assert outside.any()
-    moved = _replace(b.uih_features_kjt, "movie_id", lambda v: torch.where(outside, (v % 1600) + 1, v))
-    torch.testing.assert_close(_preds(model, moved, b.candidates_features_kjt), base, rtol=0, atol=0)
-    inside = _replace(b.uih_features_kjt, "movie_id", lambda v: torch.where(weights == 16, (v % 1600) + 1, v))
+    moved = _replace(
+        b.uih_features_kjt, "movie_id", lambda v: torch.where(outside, (v % 1600) + 1, v)
+    )
+    torch.testing.assert_close(
+        _preds(model, moved, b.candidates_features_kjt), base, rtol=0, atol=0
+    )
+    inside = _replace(
+        b.uih_features_kjt, "movie_id", lambda v: torch.where(weights == 16, (v % 1600) + 1, v)
+    )
     assert not torch.allclose(_preds(model, inside, b.candidates_features_kjt), base)
 
 
@@ -117,14 +128,18 @@ def test_streams_conflict_with_truncation(ml100k_dir):
     with pytest.raises(ValueError, match="num_truncated_layers=1 conflicts with streams"):
         _model_and_batch(
             ml100k_dir,
-            encoder_config=UltraHSTUEncoderConfig(num_full_layers=1, num_truncated_layers=1, truncated_seq_len=8),
+            encoder_config=UltraHSTUEncoderConfig(
+                num_full_layers=1, num_truncated_layers=1, truncated_seq_len=8
+            ),
             streams=[StreamConfig("a", 1), StreamConfig("b", 2)],
         )
 
 
 def test_truncated_layers_only_change_the_last_tokens(ml100k_dir):
     """Upper layers see contextual + last L' + candidates; earlier tokens pass through."""
-    enc = UltraHSTUEncoderConfig(num_full_layers=1, num_truncated_layers=1, truncated_seq_len=8, k1=8)
+    enc = UltraHSTUEncoderConfig(
+        num_full_layers=1, num_truncated_layers=1, truncated_seq_len=8, k1=8
+    )
     model, b = _model_and_batch(ml100k_dir, encoder_config=enc)
     stack = model._hstu_transducer._stu_module
     l2 = stack._stu_layers[1]

@@ -47,6 +47,7 @@ AGREE = (
     "make_dataloaders.sampler='interleaved'",
     "make_ultra_model.hstu_overrides={'hstu_input_dropout_ratio': 0.0, 'hstu_linear_dropout_rate': 0.0}",
     "train_loop.num_batches=15",
+    "eval_loop.num_batches=12",
     "RunSettings.save_checkpoint=False",
 )
 
@@ -61,10 +62,21 @@ def test_two_processes_agree_with_one_on_the_same_global_batch(tmp_path, ml100k_
 
 
 def test_checkpoint_save_load_gives_identical_eval(tmp_path, ml100k_dir):
-    first = _train(tmp_path, ml100k_dir, "train_loop.num_batches=10", name="trained")
+    first = _train(
+        tmp_path,
+        ml100k_dir,
+        "train_loop.num_batches=10",
+        "eval_loop.num_batches=12",
+        name="trained",
+    )
     ckpt = first["checkpoint"]
     again = _train(
-        tmp_path, ml100k_dir, f"RunSettings.load_checkpoint='{ckpt}'", mode="eval", name="reloaded"
+        tmp_path,
+        ml100k_dir,
+        f"RunSettings.load_checkpoint='{ckpt}'",
+        "eval_loop.num_batches=12",
+        mode="eval",
+        name="reloaded",
     )
     for key, value in first["eval"].items():
         assert again["eval"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key

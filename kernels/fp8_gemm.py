@@ -13,6 +13,7 @@ Inputs are checked before any launch; errors name the offending tensor and value
 from typing import Optional, Union
 
 import torch
+
 from ultra_hstu_plugin.kernels.fp8_gemm_reference import (
     FP8_DTYPE,
     fp8_addmm_reference,

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
 
 

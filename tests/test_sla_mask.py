@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ultra_hstu_plugin.kernels import sla_mask as sla_mask_module
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
 

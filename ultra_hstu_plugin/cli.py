@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from ultra_hstu_plugin.quant import quantize_cli
 from ultra_hstu_plugin.registry import UnknownComponentError
 
 # Errors that mean "the user asked for something wrong"; anything else is a bug and
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gin-param", action="append", help="extra gin binding, e.g. 'train_loop.num_batches=10'"
     )
 
+    quantize_cli.add_parser(sub)
+
     p = sub.add_parser("bench", help="benchmarks: " + ", ".join(sorted(BENCHMARKS)))
     p.add_argument("what")
     return parser
@@ -118,7 +121,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _cmd_bench(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    handlers = {"list": _cmd_list, "data": _cmd_data, "train": _cmd_train}
+    handlers = {
+        "list": _cmd_list,
+        "data": _cmd_data,
+        "train": _cmd_train,
+        "quantize": quantize_cli.run,
+    }
     try:
         return handlers[args.command](args)
     except USER_ERRORS as e:  # a bad value or a missing file: one line, no traceback

@@ -29,7 +29,6 @@ from ultra_hstu_plugin.kernels.fp8_gemm_reference import (  # noqa: E402
     fp8_addmm_reference,
     quantize_rowwise_reference,
 )
-
 from ultra_hstu_plugin.quant import fp8_linear  # noqa: E402
 from ultra_hstu_plugin.quant.fp8_linear import FP8Linear, FP8LinearFunction  # noqa: E402
 
