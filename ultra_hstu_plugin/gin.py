@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gin
 
-from ultra_hstu_plugin import host  # noqa: F401 - registers GR's configurables
+from ultra_hstu_plugin import host
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
+
+host.import_ranking_stack()  # registers GR's configurables (train_loop, MetricsLogger, ...)
 from ultra_hstu_plugin.modules.mixture_of_transducers import StreamConfig  # noqa: E402
 
 gin.external_configurable(UltraHSTUEncoderConfig, module="ultra_hstu")

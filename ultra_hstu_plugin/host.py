@@ -8,6 +8,8 @@ the install.  Numbers in this repository were measured against GR commit db1bf8f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 GR_PINNED_COMMIT = "db1bf8f"
 GR_INSTALL_HINT = (
     "generative-recommenders (GR) is not importable. Install it from its repository, e.g.\n"
@@ -21,8 +23,52 @@ class HostNotInstalledError(ImportError):
     """Raised when a GR-facing part of the plugin is used without GR installed."""
 
 
+# The layer-level API: GR's STU layers, transducer and kernels.  Needs GR and torch only
+# (plus torchrec's maybe_sorted_index_select, which GPU benchmark scripts may stub).
 try:
     from generative_recommenders.common import HammerKernel, HammerModule
+    from generative_recommenders.modules.dynamic_stu import L2STU
+    from generative_recommenders.modules.hstu_transducer import HSTUTransducer
+    from generative_recommenders.modules.stu import STU, STULayer, STULayerConfig, STUStack
+    from generative_recommenders.ops.hstu_compute import (
+        hstu_compute_output,
+        hstu_compute_uqvk,
+    )
+except ImportError as e:  # pragma: no cover - exercised by tests without GR
+    raise HostNotInstalledError(f"{GR_INSTALL_HINT}\n(import failed with: {e})") from e
+
+# The ranking stack (dlrm_v3: torchrec, fbgemm, datasets, loops, metrics, checkpoints),
+# imported on first use so that layers and kernels work where torchrec is absent.
+_RANKING_STACK = {
+    "load_dmp_checkpoint": "generative_recommenders.dlrm_v3.checkpoint",
+    "load_nonsparse_checkpoint": "generative_recommenders.dlrm_v3.checkpoint",
+    "load_sparse_checkpoint": "generative_recommenders.dlrm_v3.checkpoint",
+    "save_dmp_checkpoint": "generative_recommenders.dlrm_v3.checkpoint",
+    "get_embedding_table_config": "generative_recommenders.dlrm_v3.configs",
+    "get_hstu_configs": "generative_recommenders.dlrm_v3.configs",
+    "DLRMv3RandomDataset": "generative_recommenders.dlrm_v3.datasets.dataset",
+    "collate_fn": "generative_recommenders.dlrm_v3.datasets.dataset",
+    "DLRMv3MovieLensDataset": "generative_recommenders.dlrm_v3.datasets.movie_lens",
+    "ChunkDistributedSampler": "generative_recommenders.dlrm_v3.train.utils",
+    "HammerToTorchDataset": "generative_recommenders.dlrm_v3.train.utils",
+    "dense_optimizer_factory_and_class": "generative_recommenders.dlrm_v3.train.utils",
+    "eval_loop": "generative_recommenders.dlrm_v3.train.utils",
+    "sparse_optimizer_factory_and_class": "generative_recommenders.dlrm_v3.train.utils",
+    "train_eval_loop": "generative_recommenders.dlrm_v3.train.utils",
+    "train_loop": "generative_recommenders.dlrm_v3.train.utils",
+    "MetricsLogger": "generative_recommenders.dlrm_v3.utils",
+    "get_gr_dataset": "generative_recommenders.dlrm_v3.utils:get_dataset",
+    "DlrmHSTU": "generative_recommenders.modules.dlrm_hstu",
+    "DlrmHSTUConfig": "generative_recommenders.modules.dlrm_hstu",
+    "MultitaskTaskType": "generative_recommenders.modules.multitask_module",
+    "TaskConfig": "generative_recommenders.modules.multitask_module",
+    "ContextualPreprocessor": "generative_recommenders.modules.preprocessors",
+    "get_contextual_input_embeddings": "generative_recommenders.modules.preprocessors",
+    "concat_2D_jagged": "generative_recommenders.ops.jagged_tensors",
+}
+
+
+if TYPE_CHECKING:  # the lazily imported names, for type checkers and linters
     from generative_recommenders.dlrm_v3.checkpoint import (
         load_dmp_checkpoint,
         load_nonsparse_checkpoint,
@@ -33,13 +79,8 @@ try:
         get_embedding_table_config,
         get_hstu_configs,
     )
-    from generative_recommenders.dlrm_v3.datasets.dataset import (
-        DLRMv3RandomDataset,
-        collate_fn,
-    )
-    from generative_recommenders.dlrm_v3.datasets.movie_lens import (
-        DLRMv3MovieLensDataset,
-    )
+    from generative_recommenders.dlrm_v3.datasets.dataset import DLRMv3RandomDataset, collate_fn
+    from generative_recommenders.dlrm_v3.datasets.movie_lens import DLRMv3MovieLensDataset
     from generative_recommenders.dlrm_v3.train.utils import (
         ChunkDistributedSampler,
         HammerToTorchDataset,
@@ -52,24 +93,36 @@ try:
     from generative_recommenders.dlrm_v3.utils import MetricsLogger
     from generative_recommenders.dlrm_v3.utils import get_dataset as get_gr_dataset
     from generative_recommenders.modules.dlrm_hstu import DlrmHSTU, DlrmHSTUConfig
-    from generative_recommenders.modules.dynamic_stu import L2STU
-    from generative_recommenders.modules.hstu_transducer import HSTUTransducer
-    from generative_recommenders.modules.multitask_module import (
-        MultitaskTaskType,
-        TaskConfig,
-    )
+    from generative_recommenders.modules.multitask_module import MultitaskTaskType, TaskConfig
     from generative_recommenders.modules.preprocessors import (
         ContextualPreprocessor,
         get_contextual_input_embeddings,
     )
-    from generative_recommenders.modules.stu import STU, STULayer, STULayerConfig, STUStack
-    from generative_recommenders.ops.hstu_compute import (
-        hstu_compute_output,
-        hstu_compute_uqvk,
-    )
     from generative_recommenders.ops.jagged_tensors import concat_2D_jagged
-except ImportError as e:  # pragma: no cover - exercised by tests without GR
-    raise HostNotInstalledError(f"{GR_INSTALL_HINT}\n(import failed with: {e})") from e
+
+
+def __getattr__(name: str) -> object:
+    target = _RANKING_STACK.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise HostNotInstalledError(
+            f"{name} needs GR's ranking stack (torchrec, fbgemm): {e}\n{GR_INSTALL_HINT}"
+        ) from e
+    value = getattr(module, attr or name)
+    globals()[name] = value
+    return value
+
+
+def import_ranking_stack() -> None:
+    """Import all of GR's ranking stack now (registers GR's gin configurables)."""
+    for name in _RANKING_STACK:
+        __getattr__(name)
 
 
 def gr_checkout_root() -> str:
