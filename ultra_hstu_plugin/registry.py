@@ -137,6 +137,13 @@ def register_builtin_components(registry: Registry) -> None:
         "ultra_hstu_plugin.data.datasets:GR_DEBUG",
         origin,
     )
+    r(
+        "quantizer",
+        "int4_embeddings",
+        "INT4 rowwise embedding tables for inference (torchrec quant EC / fbgemm TBE)",
+        "ultra_hstu_plugin.quant.int4_embeddings:quantize_embedding_collection",
+        origin,
+    )
 
 
 _REGISTRY: Optional[Registry] = None
