@@ -33,6 +33,7 @@ def _layers(
             target_mode=enc.target_mode,
             full_attn_tail=enc.full_attn_tail,
             is_inference=is_inference,
+            fp8=enc.fp8,
         )
         for _ in range(n)
     ]

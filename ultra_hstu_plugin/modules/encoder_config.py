@@ -20,6 +20,8 @@ class UltraHSTUEncoderConfig:
     target_mode: "window" (GR's local mask for candidates) or "history" (candidates see
         the whole history, as TorchEasyRec's SLA).
     full_attn_tail: rows this close to the candidates see everything causal (0 = off).
+    fp8: run the uvqk and output projections as FP8 rowwise GEMMs (residual fused as the
+        2D bias); falls back to the input dtype, with one notice, where there is no FP8.
     """
 
     num_full_layers: int = 2
@@ -34,6 +36,7 @@ class UltraHSTUEncoderConfig:
     recompute_normed_x: bool = True
     recompute_uvqk: bool = True
     recompute_y: bool = True
+    fp8: bool = False  # FP8 rowwise GEMMs for the uvqk/output projections (sm89+ GPUs)
 
     def validate(self, max_seq_len: Optional[int] = None, depth_from_streams: bool = False) -> None:
         """One clear error naming the bad value; called before any layer is built.

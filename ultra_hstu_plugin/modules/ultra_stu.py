@@ -11,6 +11,7 @@ causal) its outputs equal GR's ``STULayer`` with the same weights.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Optional
 
 import torch
@@ -22,10 +23,29 @@ from ultra_hstu_plugin.host import (
     STULayerConfig,
     hstu_compute_output,
     hstu_compute_uqvk,
+    layer_norm,
+    pytorch_norm_mul_dropout,
+    triton_norm_mul_dropout,
 )
+from ultra_hstu_plugin.kernels.fp8_gemm import fp8_supported
 from ultra_hstu_plugin.kernels.jagged_checks import check_jagged_offsets
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
 from ultra_hstu_plugin.modules.attention import sla_attention
+from ultra_hstu_plugin.quant.fp8_linear import FP8LinearFunction
+
+logger = logging.getLogger(__name__)
+_fp8_fallback_logged = False
+
+
+def _fp8_fallback_notice(device: torch.device) -> None:
+    global _fp8_fallback_logged
+    if not _fp8_fallback_logged:
+        _fp8_fallback_logged = True
+        logger.warning(
+            "UltraHSTULayer(fp8=True): no FP8 GEMM on %s (needs CUDA sm89+); running the "
+            "projections in the input dtype (logged once)",
+            device,
+        )
 
 
 class UltraHSTULayer(STULayer):
@@ -39,6 +59,11 @@ class UltraHSTULayer(STULayer):
     ``recompute_uvqk`` recompute the LayerNorm + uvqk projection in backward instead of
     storing them; ``recompute_y`` recomputes the output norm/gating (through GR's Triton
     kernel flag on TRITON, by activation checkpointing on PYTORCH).
+
+    ``fp8=True`` runs the uvqk and output projections through the FP8 rowwise GEMM
+    (``kernels/fp8_gemm.py``), with the residual ``x`` fused as the output GEMM's 2D bias
+    and a bf16 backward.  Where there is no FP8 (CPU, pre-Hopper GPUs, dims not a
+    multiple of 16) it falls back to the plain path with one logged notice.
     """
 
     def __init__(
@@ -49,6 +74,7 @@ class UltraHSTULayer(STULayer):
         target_mode: str = "window",
         full_attn_tail: int = 0,
         is_inference: bool = False,
+        fp8: bool = False,
     ) -> None:
         if not config.causal:
             raise ValueError("UltraHSTULayer supports causal attention only (config.causal=False)")
@@ -67,6 +93,9 @@ class UltraHSTULayer(STULayer):
         )
         self._max_attn_len = k1
         self._debug_checks = False
+        self._fp8 = fp8
+        # "triton" on GPUs; tests select the PyTorch reference of the same GEMM on CPU.
+        self._fp8_backend = "triton"
 
     @property
     def sla(self) -> SLAMaskSpec:
@@ -100,6 +129,64 @@ class UltraHSTULayer(STULayer):
             uvqk_bias=self._uvqk_beta.to(x.dtype),
             kernel=self.hammer_kernel(),
         )
+
+    def _use_fp8(self, x: torch.Tensor) -> bool:
+        if not self._fp8:
+            return False
+        dims_ok = (
+            self._embedding_dim % 16 == 0 and (3 * self._hidden_dim * self._num_heads) % 16 == 0
+        )
+        if fp8_supported(x.device) and dims_ok:
+            return True
+        _fp8_fallback_notice(x.device)
+        return False
+
+    def _uvqk_fp8(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        normed_x = layer_norm(
+            x,
+            weight=self._input_norm_weight.to(x.dtype),
+            bias=self._input_norm_bias.to(x.dtype),
+            eps=1e-6,
+            kernel=self.hammer_kernel(),
+        )
+        # GR stores the projection as [in, out]; the FP8 GEMM takes [out, in].
+        uvqk = FP8LinearFunction.apply(
+            normed_x, self._uvqk_weight.t(), self._uvqk_beta, None, self._fp8_backend
+        ).to(x.dtype)
+        h, a, n = self._hidden_dim, self._attention_dim, self._num_heads
+        u, v, q, k = torch.split(uvqk, [h * n, h * n, a * n, a * n], dim=1)
+        return (
+            torch.nn.functional.silu(u),
+            q.view(-1, n, a),
+            k.view(-1, n, a),
+            v.view(-1, n, h),
+        )
+
+    def _output_fp8(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        norm_mul_dropout = (
+            triton_norm_mul_dropout
+            if self.hammer_kernel() == HammerKernel.TRITON
+            else pytorch_norm_mul_dropout
+        )
+        y = norm_mul_dropout(
+            x=attn,
+            u=u,
+            weight=self._output_norm_weight.to(x.dtype),
+            bias=self._output_norm_bias.to(x.dtype),
+            eps=1e-6,
+            dropout_ratio=self._output_dropout_ratio,
+            training=self.training,
+            concat_u=True,
+            concat_x=True,
+            group_norm=self._use_group_norm,
+            num_heads=self._num_heads,
+            linear_dim=self._hidden_dim,
+        )
+        # residual x fused into the GEMM epilogue as the 2D bias
+        out = FP8LinearFunction.apply(y, self._output_weight.t(), None, x, self._fp8_backend)
+        return out.to(x.dtype)
 
     def _output(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return hstu_compute_output(
@@ -139,8 +226,11 @@ class UltraHSTULayer(STULayer):
             )
         kernel = self.hammer_kernel()
         self._check_inputs(kernel, x, x_lengths, x_offsets, max_seq_len, num_targets)
+        fp8 = self._use_fp8(x)
         u, q, k, v = self._maybe_checkpoint(
-            self._recompute_uvqk or self._recompute_normed_x, self._uvqk, x
+            self._recompute_uvqk or self._recompute_normed_x,
+            self._uvqk_fp8 if fp8 else self._uvqk,
+            x,
         )
         attn = sla_attention(
             kernel,
@@ -154,6 +244,8 @@ class UltraHSTULayer(STULayer):
             num_targets=num_targets if self._target_aware else None,
         ).reshape(-1, self._hidden_dim * self._num_heads)
         # GR's Triton output kernel recomputes y itself when asked; elsewhere checkpoint.
+        if fp8:
+            return self._maybe_checkpoint(self._recompute_y, self._output_fp8, attn, u, x)
         recompute_y_here = self._recompute_y and kernel != HammerKernel.TRITON
         return self._maybe_checkpoint(recompute_y_here, self._output, attn, u, x)
 
