@@ -28,4 +28,4 @@ def test_unknown_dataset_fails_with_known_names(tmp_path):
 
 def test_unknown_benchmark():
     out = _cli("bench", "nope")
-    assert out.returncode != 0 and "known: attention, gemm" in out.stderr
+    assert out.returncode != 0 and "known: attention, embedding, gemm, layer" in out.stderr

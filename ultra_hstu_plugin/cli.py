@@ -17,7 +17,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, UnknownComponentError, ImportError
 
 BENCHMARKS = {
     "attention": "ultra_hstu_plugin.bench.attention",
+    "embedding": "ultra_hstu_plugin.bench.embedding",
     "gemm": "ultra_hstu_plugin.bench.gemm",
+    "layer": "ultra_hstu_plugin.bench.layer",
 }
 
 

@@ -1,0 +1,191 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""``ultra-hstu bench layer``: one ULTRA-HSTU layer's train step (fwd+bwd), bf16 vs fp8.
+
+Runs on a GPU machine with torch + triton and a GR checkout (``--gr-path``) but no
+torchrec/fbgemm: GR's layer code imports only
+``torchrec.modules.sorted_index_select.maybe_sorted_index_select`` from torchrec, which
+this script stands in for with ``torch.index_select`` when torchrec is absent (the
+stand-in is only reached by GR's jagged concat/split ops, which the layer does not use).
+
+Shape: B * L = 65536 tokens (B=16, L=4096), D=512, H=4, head dims 128, SLA k1=1024,
+k2=128, 32 candidates per sequence, HammerKernel.TRITON (GR's Triton layer norm, addmm
+and output kernels; our SLA attention).  GR's kernels autotune on first use: every
+variant is warmed up before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Dict, List, Optional
+
+
+def _stub_torchrec_if_missing() -> Optional[str]:
+    try:
+        import torchrec.modules.sorted_index_select  # noqa: F401
+
+        return None
+    except ImportError:
+        import torch
+
+        def maybe_sorted_index_select(values, index, use_sorted=False):  # noqa: ARG001
+            return torch.index_select(values, 0, index)
+
+        pkg = types.ModuleType("torchrec")
+        modules = types.ModuleType("torchrec.modules")
+        sis = types.ModuleType("torchrec.modules.sorted_index_select")
+        sis.maybe_sorted_index_select = maybe_sorted_index_select
+        pkg.modules = modules
+        modules.sorted_index_select = sis
+        sys.modules.update(
+            {
+                "torchrec": pkg,
+                "torchrec.modules": modules,
+                "torchrec.modules.sorted_index_select": sis,
+            }
+        )
+        return "torchrec absent: maybe_sorted_index_select stood in for by torch.index_select"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="ultra-hstu bench layer", description=__doc__)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--gr-path", default=None, help="GR checkout root (if not installed)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=4096)
+    args = parser.parse_args(argv)
+    if args.gr_path:
+        sys.path.insert(0, os.path.abspath(args.gr_path))
+    stub_note = _stub_torchrec_if_missing()
+
+    import torch
+    import triton
+    from triton.testing import do_bench
+
+    from ultra_hstu_plugin.host import HammerKernel, STULayerConfig
+    from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
+
+    if not torch.cuda.is_available():
+        raise SystemExit("bench layer needs a CUDA GPU")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: List[Dict[str, object]] = []
+    jsonl = open(out_dir / "layer.jsonl", "w")
+
+    B, L, D = args.batch, args.seq_len, 512
+    cfg = STULayerConfig(
+        embedding_dim=D, num_heads=4, hidden_dim=128, attention_dim=128, output_dropout_ratio=0.1
+    )
+    lengths = torch.full((B,), L, dtype=torch.int64, device="cuda")
+    offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    targets = torch.full((B,), 32, dtype=torch.int64, device="cuda")
+    torch.manual_seed(0)
+    x = torch.randn(B * L, D, device="cuda", dtype=torch.bfloat16)
+    grad = torch.randn_like(x)
+
+    layers = {}
+    for name, fp8 in (("bf16", False), ("fp8", True)):
+        torch.manual_seed(1)
+        layer = UltraHSTULayer(cfg, k1=1024, k2=128, fp8=fp8).cuda()
+        layer.set_hammer_kernel(HammerKernel.TRITON)
+        layers[name] = layer
+    layers["fp8"].load_state_dict(layers["bf16"].state_dict())
+
+    def step(layer: UltraHSTULayer) -> torch.Tensor:
+        xi = x.detach().requires_grad_()
+        y = layer(x=xi, x_lengths=lengths, x_offsets=offsets, max_seq_len=L, num_targets=targets)
+        y.backward(grad)
+        return y
+
+    # correctness of the fp8 layer against the bf16 layer, eval mode (no dropout)
+    with torch.no_grad():
+        for layer in layers.values():
+            layer.eval()
+        y16 = layers["bf16"](
+            x=x, x_lengths=lengths, x_offsets=offsets, max_seq_len=L, num_targets=targets
+        )
+        y8 = layers["fp8"](
+            x=x, x_lengths=lengths, x_offsets=offsets, max_seq_len=L, num_targets=targets
+        )
+        rel = float((y8.float() - y16.float()).norm() / y16.float().norm())
+        for layer in layers.values():
+            layer.train()
+
+    for name, layer in layers.items():
+        t0 = time.time()
+        step(layer)  # warm-up: GR's kernels autotune here
+        torch.cuda.synchronize()
+        warm = time.time() - t0
+        ms_train = do_bench(
+            lambda layer=layer: step(layer), warmup=50, rep=300, return_mode="median"
+        )
+        with torch.no_grad():
+            ms_fwd = do_bench(
+                lambda layer=layer: layer(
+                    x=x, x_lengths=lengths, x_offsets=offsets, max_seq_len=L, num_targets=targets
+                ),
+                warmup=50,
+                rep=300,
+                return_mode="median",
+            )
+        row = {
+            "variant": name,
+            "fwd_bwd_ms": round(ms_train, 4),
+            "fwd_ms": round(ms_fwd, 4),
+            "warmup_s": round(warm, 1),
+            "tokens": B * L,
+        }
+        rows.append(row)
+        jsonl.write(json.dumps(row) + "\n")
+        jsonl.flush()
+        print(row, flush=True)
+
+    meta = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "commit": os.environ.get("GIT_COMMIT", "unknown"),
+        "command": "python -m ultra_hstu_plugin.bench.layer " + " ".join(argv or sys.argv[1:]),
+        "shape": {
+            "B": B,
+            "L": L,
+            "D": D,
+            "heads": 4,
+            "head_dim": 128,
+            "k1": 1024,
+            "k2": 128,
+            "targets": 32,
+        },
+        "fp8_vs_bf16_relative_error_eval": rel,
+        "notes": [n for n in (stub_note,) if n],
+    }
+    ratio = rows[0]["fwd_bwd_ms"] / rows[1]["fwd_bwd_ms"]
+    meta["fp8_speedup_fwd_bwd"] = round(ratio, 3)
+    (out_dir / "layer.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [
+        "# ULTRA-HSTU layer train step: bf16 vs fp8",
+        "",
+        f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}; commit {meta['commit']}.",
+        f"Command: `{meta['command']}`",
+        f"Shape: {meta['shape']}. fp8 vs bf16 output relative error (eval): {rel:.2e}.",
+        "",
+        "| variant | fwd+bwd ms | fwd ms |",
+        "|---|---|---|",
+        *[f"| {r['variant']} | {r['fwd_bwd_ms']} | {r['fwd_ms']} |" for r in rows],
+        "",
+        f"fp8 speed-up on the train step: {ratio:.2f}x",
+    ]
+    (out_dir / "layer.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
