@@ -18,6 +18,7 @@ import os
 from typing import Optional
 
 import torch
+
 from ultra_hstu_plugin.kernels.jagged_checks import check_jagged_offsets
 from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec

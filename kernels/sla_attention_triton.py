@@ -39,6 +39,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -113,14 +114,14 @@ def _tanh(x, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
-def _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK: tl.constexpr):
-    """Start of the i-th tile of four ranges, ``[0, ..)`` then ``(s1, s2, s3)``, with c0..c2
-    tiles in the first three: one loop walks all masked tiles, which keeps the kernels
-    (and their compile time) small."""
+def _nth_tile(i, s0, c0, s1, c1, s2, c2, s3, BLOCK: tl.constexpr):
+    """Start of the i-th tile of four ranges starting at s0..s3, with c0..c2 tiles in the
+    first three: one loop walks all masked tiles, which keeps the kernels (and their
+    compile time) small."""
     start = s3 + (i - c0 - c1 - c2) * BLOCK
     start = tl.where(i < c0 + c1 + c2, s2 + (i - c0 - c1) * BLOCK, start)
     start = tl.where(i < c0 + c1, s1 + (i - c0) * BLOCK, start)
-    return tl.where(i < c0, i * BLOCK, start)
+    return tl.where(i < c0, s0 + i * BLOCK, start)
 
 
 # --------------------------------------------------------------------------------------
@@ -144,10 +145,10 @@ def _row_block_key_tiles(
 ):
     """Key tiles for rows ``[m0, m0 + BLOCK_M)``.
 
-    Masked tiles: ``[0, s1_end)``, ``[s2_start, u_lo)``, ``[u_hi, s2_end)``,
-    ``[s3_start, m1)``; unmasked (certainly fully visible): ``[u_lo, u_hi)``; all disjoint.
-    Returns the masked ranges as ``_nth_tile`` takes them, their total tile count, and
-    the unmasked range.
+    Masked tiles: ``[pre_u, s1_end)``, ``[s2_start, u_lo)``, ``[u_hi, s2_end)``,
+    ``[s3_start, m1)``; unmasked (certainly fully visible): ``[0, pre_u)`` (prefix keys
+    below every row) and ``[u_lo, u_hi)``; all disjoint.  Returns the masked ranges as
+    ``_nth_tile`` takes them and their tile count, then the unmasked ones likewise.
     """
     m1 = tl.minimum(m0 + BLOCK_M, L)
     full = (K1 == 0) | (m0 < CTX)
@@ -177,11 +178,17 @@ def _row_block_key_tiles(
     u_hi = tl.where(plain, u_hi, s2_start)
     u_lo = tl.minimum(tl.maximum(u_lo, s2_start), s2_end)
     u_hi = tl.minimum(tl.maximum(u_hi, u_lo), s2_end)
-    c1 = s1_end // BLOCK_N
+    # Prefix tiles wholly below the block and inside the prefix need no mask either.
+    pre_u = tl.minimum(PREFIX // BLOCK_N * BLOCK_N, m0 // BLOCK_N * BLOCK_N)
+    pre_u = tl.where(plain, tl.minimum(pre_u, s1_end), 0)
+    c1 = (s1_end - pre_u) // BLOCK_N
     c2 = (u_lo - s2_start) // BLOCK_N
     c3 = (s2_end - u_hi) // BLOCK_N
     c4 = (tl.maximum(m1 - s3_start, 0) + BLOCK_N - 1) // BLOCK_N
-    return c1, s2_start, c2, u_hi, c3, s3_start, c1 + c2 + c3 + c4, u_lo, u_hi
+    cu = pre_u // BLOCK_N
+    n_masked = c1 + c2 + c3 + c4
+    n_unmasked = cu + (u_hi - u_lo) // BLOCK_N
+    return pre_u, c1, s2_start, c2, u_hi, c3, s3_start, n_masked, cu, u_lo, n_unmasked
 
 
 @triton.jit
@@ -349,7 +356,7 @@ def _sla_fwd_kernel(
     m0 = pid_m * BLOCK_M
     if m0 >= L:
         return
-    c0, s1, c1, s2, c2, s3, n_masked, u_lo, u_hi = _row_block_key_tiles(
+    s0, c0, s1, c1, s2, c2, s3, n_masked, cu, u_lo, n_unmasked = _row_block_key_tiles(
         m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
@@ -364,14 +371,15 @@ def _sla_fwd_kernel(
     q = tl.load(q_ptrs, mask=rows[:, None] < L, other=0.0)
     half_alpha = alpha * 0.5
     acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
-    for n0 in range(u_lo, u_hi, BLOCK_N):
+    for j in range(0, n_unmasked):
+        n0 = tl.where(j < cu, j * BLOCK_N, u_lo + (j - cu) * BLOCK_N)
         acc = _fwd_tile(
             acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
             half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
             HISTORY_MODE, False, PRECISION, FAST_MATH,
         )  # fmt: skip
     for i in range(0, n_masked):
-        n0 = _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK_N)
+        n0 = _nth_tile(i, s0, c0, s1, c1, s2, c2, s3, BLOCK_N)
         acc = _fwd_tile(
             acc, q, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
             half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
@@ -535,7 +543,7 @@ def _sla_bwd_dkdv_kernel(
             HISTORY_MODE, False, PRECISION, FAST_MATH,
         )  # fmt: skip
     for i in range(0, n_masked):
-        m0 = _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK_M)
+        m0 = _nth_tile(i, 0, c0, s1, c1, s2, c2, s3, BLOCK_M)
         dk, dv = _dkdv_tile(
             dk, dv, k, v, Q_ptr, DO_ptr, stride_qt, stride_dot, m0, cols, offs_m, offs_d,
             offs_dv, half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
@@ -659,7 +667,7 @@ def _sla_bwd_dq_kernel(
     m0 = pid_m * BLOCK_M
     if m0 >= L:
         return
-    c0, s1, c1, s2, c2, s3, n_masked, u_lo, u_hi = _row_block_key_tiles(
+    s0, c0, s1, c1, s2, c2, s3, n_masked, cu, u_lo, n_unmasked = _row_block_key_tiles(
         m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
@@ -677,14 +685,15 @@ def _sla_bwd_dq_kernel(
     do = tl.load(do_ptrs, mask=rows[:, None] < L, other=0.0)
     half_alpha = alpha * 0.5
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
-    for n0 in range(u_lo, u_hi, BLOCK_N):
+    for j in range(0, n_unmasked):
+        n0 = tl.where(j < cu, j * BLOCK_N, u_lo + (j - cu) * BLOCK_N)
         dq = _dq_tile(
             dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
             half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
             HISTORY_MODE, False, PRECISION, FAST_MATH,
         )  # fmt: skip
     for i in range(0, n_masked):
-        n0 = _nth_tile(i, c0, s1, c1, s2, c2, s3, BLOCK_N)
+        n0 = _nth_tile(i, s0, c0, s1, c1, s2, c2, s3, BLOCK_N)
         dq = _dq_tile(
             dq, q, do, K_ptr, V_ptr, stride_kt, stride_vt, n0, rows, offs_n, offs_d, offs_dv,
             half_alpha, L, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
@@ -713,26 +722,37 @@ def _cfg(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
 
 
 # (BLOCK_M, BLOCK_N): rows x keys per tile.  Small lists so a new bucket tunes in seconds.
+# On an H100 (bf16, D = 128) the first tuning of all three takes ~40 s (compiles
+# included); later length buckets reuse the binaries and tune in ~2 s.
 _FWD_CONFIGS = [
     _cfg(128, 64, 4, 3),
     _cfg(128, 64, 8, 3),
     _cfg(128, 128, 8, 2),
     _cfg(64, 64, 4, 3),
+    _cfg(64, 64, 4, 4),
+    _cfg(64, 128, 4, 3),
     _cfg(128, 32, 4, 4),
     _cfg(64, 32, 4, 3),
 ]
+# dk/dv: BLOCK_N keys per program, BLOCK_M rows per step.
 _DKDV_CONFIGS = [
     _cfg(64, 64, 4, 3),
+    _cfg(64, 64, 4, 4),
     _cfg(64, 128, 8, 2),
     _cfg(32, 128, 8, 3),
+    _cfg(32, 128, 4, 4),
     _cfg(32, 64, 4, 3),
+    _cfg(32, 64, 4, 4),
     _cfg(64, 64, 8, 2),
 ]
 _DQ_CONFIGS = [
     _cfg(64, 64, 4, 3),
+    _cfg(64, 64, 4, 4),
     _cfg(128, 64, 8, 2),
     _cfg(128, 32, 8, 3),
+    _cfg(128, 32, 4, 4),
     _cfg(64, 32, 4, 3),
+    _cfg(64, 32, 4, 4),
 ]
 
 

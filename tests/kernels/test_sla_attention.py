@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
 from ultra_hstu_plugin.kernels import sla_attention_triton as kernels  # noqa: E402
 from ultra_hstu_plugin.kernels.sla_attention import sla_attention  # noqa: E402
 from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference  # noqa: E402
