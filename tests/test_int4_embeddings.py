@@ -222,3 +222,14 @@ def test_quantizer_is_registered():
 
     comp = discover().get("quantizer", "int4_embeddings")
     assert comp.load() is q.quantize_embedding_collection
+
+
+def test_quantize_cli_bad_input_is_one_line(tmp_path, capsys):
+    from ultra_hstu_plugin.cli import main
+
+    base = ["quantize", "--gin", "gin_configs/ml100k_smoke_cpu.gin", "--out", str(tmp_path / "o")]
+    assert main([*base, "--checkpoint", str(tmp_path)]) == 2
+    assert "choose a format: --int4" in capsys.readouterr().err
+    assert main([*base, "--checkpoint", str(tmp_path), "--int4"]) == 2
+    err = capsys.readouterr().err
+    assert "must be a GR checkpoint directory" in err and "Traceback" not in err

@@ -195,10 +195,6 @@ def load_model_from_checkpoint(
     ``(model, hstu_config, tables)`` with the model in eval mode.  Leaves gin parsed (the
     caller may read the operative config); call ``gin.clear_config()`` when done.
     """
-    import gin
-
-    from ultra_hstu_plugin.train.launcher import RunRequest, parse_gin
-
     ckpt = Path(checkpoint_dir)
     for needed in (ckpt / "sparse" / ".metadata", ckpt / "non_sparse.ckpt"):
         if not needed.exists():
@@ -206,6 +202,13 @@ def load_model_from_checkpoint(
                 f"{needed} not found: --checkpoint must be a GR checkpoint directory "
                 "(RUN_DIR/checkpoints/STEP with sparse/ and non_sparse.ckpt)"
             )
+    for f in gin_files:
+        if not Path(f).exists():
+            raise FileNotFoundError(f"gin file {f} does not exist")
+    import gin
+
+    from ultra_hstu_plugin.train.launcher import RunRequest, parse_gin
+
     gin.clear_config()
     parse_gin(RunRequest(gin_files=list(gin_files), gin_bindings=list(gin_bindings)))
     return _build_and_load(ckpt)

@@ -1,0 +1,233 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Benchmark: embedding table bytes and lookup latency, fp16 vs INT4 (and fp32, INT8).
+
+    python -m ultra_hstu_plugin.bench.embedding --out DIR [--quick]
+
+Every variant is torchrec's quantized ``EmbeddingCollection`` (fbgemm's int-n-bit TBE, the
+inference kernel) built by :func:`quantize_embedding_collection` from one float table, so
+the kernels and the Python around them are the same and only the row format differs; the
+float torchrec ``EmbeddingCollection`` (the training module) is timed as a reference.
+Lookups are unpooled (sequence features, as GR's ``EmbeddingCollection``) with uniformly
+random ids, i.e. mostly cache misses, as for large tables.  INT4 lookups are checked
+against the float table (within the rowwise step) before anything is timed.
+
+The GPU column runs only where torch sees a GPU *and* fbgemm has CUDA kernels for the
+int-n-bit lookup (the CPU-only ``fbgemm-gpu-cpu`` wheel has none); otherwise the JSON
+records why it did not run.  Writes ``DIR/embedding.json`` and ``DIR/embedding.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+# (rows, dim, ids per lookup): a large item table at two widths, and the ML-100k smoke width.
+CASES = [(1_000_000, 64, 8192), (500_000, 128, 8192), (100_000, 32, 8192)]
+QUICK_CASES = [(100_000, 64, 4096), (50_000, 128, 4096)]
+VARIANTS = {"fp32": None, "fp16": 16, "int8": 8, "int4": 4}
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def gpu_status() -> Dict[str, Any]:
+    """Whether the GPU column can run: a CUDA device and fbgemm CUDA kernels for the lookup."""
+    if not torch.cuda.is_available():
+        return {"run": False, "reason": "torch sees no CUDA device"}
+    op = "fbgemm::int_nbit_split_embedding_codegen_lookup_function"
+    try:
+        has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+    except RuntimeError:
+        has_cuda_kernel = False
+    if not has_cuda_kernel:
+        return {"run": False, "reason": f"fbgemm has no CUDA kernel for {op} (CPU-only fbgemm)"}
+    return {"run": True, "device": torch.cuda.get_device_name()}
+
+
+def _median_ms(fn: Callable[[], object], sync: Callable[[], None], reps: int) -> Dict[str, float]:
+    for _ in range(max(3, reps // 10)):  # warm-up: allocator, OpenMP pool, caches
+        fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(times, n=10)
+    return {"ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1]}
+
+
+def _make_case(rows: int, dim: int, n_ids: int, device: torch.device, seed: int = 0):
+    from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+
+    ec = EmbeddingCollection(
+        tables=[
+            EmbeddingConfig(name="t", num_embeddings=rows, embedding_dim=dim, feature_names=["f"])
+        ],
+        device=device,
+    )
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        w = ec.embeddings["t"].weight
+        w.uniform_(-(rows**-0.5), rows**-0.5, generator=gen)  # torchrec's default init range
+    batch = 32  # users per request; the ids are their concatenated sequences
+    ids = torch.randint(0, rows, (n_ids,), generator=gen, device=device)
+    lengths = torch.full((batch,), n_ids // batch, dtype=torch.int64, device=device)
+    lengths[-1] += n_ids - int(lengths.sum())
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=ids, lengths=lengths)
+    return ec, kjt
+
+
+@torch.no_grad()
+def _check_int4(ec, qec, kjt) -> Dict[str, Any]:
+    ref = ec(kjt)["f"].values()
+    got = qec(kjt)["f"].values()
+    w = ec.embeddings["t"].weight.detach()[kjt["f"].values()]
+    step = (w.max(dim=1).values - w.min(dim=1).values) / 15
+    ratio = float(((got - ref).abs().max(dim=1).values / step.clamp_min(1e-30)).max())
+    return {"max_err_over_step": ratio, "ok": ratio <= 0.51}
+
+
+def measure_case(
+    rows: int, dim: int, n_ids: int, device: torch.device, reps: int
+) -> List[Dict[str, Any]]:
+    from ultra_hstu_plugin.quant import int4_embeddings as q
+
+    ec, kjt = _make_case(rows, dim, n_ids, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fp16_bytes = q.fp16_table_bytes(ec)
+    out = []
+    modules = {}
+    for name, bits in VARIANTS.items():
+        modules[name] = ec if bits is None else q.quantize_embedding_collection(ec, bits=bits)
+    check = _check_int4(ec, modules["int4"], kjt)
+    if not check["ok"]:
+        raise SystemExit(f"INT4 lookup outside the rowwise step at rows={rows} dim={dim}: {check}")
+    with torch.no_grad():
+        for name, module in modules.items():
+            nbytes = q.table_bytes(module)
+            t = _median_ms(lambda m=module: m(kjt), sync, reps)
+            row = {
+                "device": device.type,
+                "rows": rows,
+                "dim": dim,
+                "ids_per_lookup": n_ids,
+                "variant": name,
+                "table_bytes": nbytes,
+                "bytes_per_row": nbytes / rows,
+                "fp16_bytes_over_this": fp16_bytes / nbytes,
+                **t,
+                "ids_per_s_millions": n_ids / t["ms"] / 1e3,
+            }
+            if name == "int4":
+                row.update(check)
+            out.append(row)
+            print(json.dumps(row), flush=True)
+    fp16_ms = next(r["ms"] for r in out if r["variant"] == "fp16")
+    for r in out:
+        r["speedup_vs_fp16"] = fp16_ms / r["ms"]
+    return out
+
+
+def run(out_dir: Path, quick: bool, reps: int, argv: List[str]) -> Dict[str, Any]:
+    import fbgemm_gpu
+    import torchrec
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gpu = gpu_status()
+    meta = {
+        "cpu": _cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "fbgemm_gpu": getattr(fbgemm_gpu, "__version__", "unknown"),
+        "torchrec": getattr(torchrec, "__version__", "unknown"),
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "command": "python -m ultra_hstu_plugin.bench.embedding " + " ".join(argv),
+        "timing": f"median of {reps} EmbeddingCollection.forward calls (after warm-up)",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    print(json.dumps(meta), flush=True)
+    cases = QUICK_CASES if quick else CASES
+    rows: List[Dict[str, Any]] = []
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if gpu["run"] else [])
+    for device in devices:
+        for n, d, ids in cases:
+            rows += measure_case(n, d, ids, device, reps)
+    result = {"meta": meta, "rows": rows}
+    (out_dir / "embedding.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "embedding.md").write_text(_markdown(meta, rows))
+    return result
+
+
+def _markdown(meta: Dict[str, Any], rows: List[Dict[str, Any]]) -> str:
+    gpu = meta["gpu"]
+    lines = [
+        "# Embedding tables: fp16 vs INT4 (rowwise), torchrec quant EmbeddingCollection",
+        "",
+        *(f"- {k}: {v}" for k, v in meta.items() if k != "gpu"),
+        "- GPU column: "
+        + (f"ran on {gpu['device']}" if gpu["run"] else f"not run ({gpu['reason']})"),
+        "",
+        "Bytes are the stored rows (codes + fp16 scale/bias + row padding) of one table;",
+        "latency is one unpooled lookup of `ids` uniformly random ids (32 jagged sequences).",
+        "",
+        "| device | rows | dim | ids | variant | MiB | bytes/row | fp16/this | ms (p10-p90) "
+        "| M ids/s | vs fp16 | INT4 err/step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        err = f"{r['max_err_over_step']:.3f}" if "max_err_over_step" in r else ""
+        lines.append(
+            f"| {r['device']} | {r['rows']} | {r['dim']} | {r['ids_per_lookup']} | "
+            f"{r['variant']} | {r['table_bytes'] / 2**20:.1f} | {r['bytes_per_row']:.0f} | "
+            f"{r['fp16_bytes_over_this']:.2f}x | {r['ms']:.3f} ({r['p10_ms']:.3f}-"
+            f"{r['p90_ms']:.3f}) | {r['ids_per_s_millions']:.1f} | "
+            f"{r['speedup_vs_fp16']:.2f}x | {err} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="directory for embedding.json/md")
+    p.add_argument("--quick", action="store_true", help="small tables (smoke run)")
+    p.add_argument("--reps", type=int, default=200, help="timed lookups per variant")
+    a = p.parse_args(argv)
+    run(a.out, a.quick, a.reps, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
