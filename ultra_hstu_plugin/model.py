@@ -20,10 +20,7 @@ from ultra_hstu_plugin.host import STU, DlrmHSTU, DlrmHSTUConfig, STULayerConfig
 from ultra_hstu_plugin.modules.encoder import build_ultra_hstu_encoder
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 from ultra_hstu_plugin.modules.merged_tokens import use_merged_item_action_tokens
-from ultra_hstu_plugin.modules.mixture_of_transducers import (
-    StreamConfig,
-    build_mixture_of_transducers,
-)
+from ultra_hstu_plugin.modules.mixture_of_transducers import MixtureOfTransducers, StreamConfig
 from ultra_hstu_plugin.registry import discover
 
 logger = logging.getLogger(__name__)
@@ -110,7 +107,7 @@ class UltraDlrmHSTU(DlrmHSTU):
             enc.validate(hstu_configs.max_seq_len, depth_from_streams=True)
             host.set_transducer(
                 self,
-                build_mixture_of_transducers(
+                MixtureOfTransducers(
                     host.transducer_of(self),
                     streams,
                     _layer_config(hstu_configs, enc),

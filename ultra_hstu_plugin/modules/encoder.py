@@ -17,7 +17,7 @@ from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
 
-def _layers(
+def ultra_layers(
     n: int,
     layer_config: STULayerConfig,
     k1: int,
@@ -25,6 +25,7 @@ def _layers(
     enc: UltraHSTUEncoderConfig,
     is_inference: bool,
 ) -> List[UltraHSTULayer]:
+    """``n`` ULTRA-HSTU layers with window ``k1``, prefix ``k2`` and ``enc``'s other settings."""
     return [
         UltraHSTULayer(
             config=layer_config,
@@ -47,12 +48,12 @@ def build_ultra_hstu_encoder(
 ) -> STU:
     """An ``STU`` (GR's interface) made of ULTRA-HSTU layers, truncation included."""
     enc.validate(max_seq_len)
-    full = _layers(enc.num_full_layers, layer_config, enc.k1, enc.k2, enc, is_inference)
+    full = ultra_layers(enc.num_full_layers, layer_config, enc.k1, enc.k2, enc, is_inference)
     stack: List[STU] = list(full)
     if enc.num_truncated_layers > 0:
         upper = STUStack(
             stu_list=list(
-                _layers(
+                ultra_layers(
                     enc.num_truncated_layers,
                     layer_config,
                     enc.upper_k1,

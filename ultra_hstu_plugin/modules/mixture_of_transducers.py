@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ultra_hstu_plugin.host import HSTUTransducer, STULayerConfig, STUStack, transducer_parts
+from ultra_hstu_plugin.modules.encoder import ultra_layers
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
-from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
 
 @dataclass(frozen=True)
@@ -112,17 +112,16 @@ class MixtureOfTransducers(HSTUTransducer):
         self._contextual_len = layer_config.contextual_seq_len
         self._stream_stacks = torch.nn.ModuleList(
             STUStack(
-                stu_list=[
-                    UltraHSTULayer(
+                stu_list=list(
+                    ultra_layers(
+                        s.num_layers,
                         layer_config,
-                        k1=encoder_config.k1,
-                        k2=encoder_config.k2,
-                        target_mode=encoder_config.target_mode,
-                        full_attn_tail=encoder_config.full_attn_tail,
-                        is_inference=is_inference,
+                        encoder_config.k1,
+                        encoder_config.k2,
+                        encoder_config,
+                        is_inference,
                     )
-                    for _ in range(s.num_layers)
-                ],
+                ),
                 is_inference=is_inference,
             )
             for s in streams
@@ -204,22 +203,8 @@ def _candidate_rows(lengths: torch.Tensor, num_targets: torch.Tensor) -> torch.T
     return torch.arange(total, device=lengths.device) >= (ends - num_targets)[batch]
 
 
-def build_mixture_of_transducers(
-    base: HSTUTransducer,
-    streams: Sequence[StreamConfig],
-    layer_config: STULayerConfig,
-    encoder_config: UltraHSTUEncoderConfig,
-    action_feature_name: str,
-    is_inference: bool,
-) -> MixtureOfTransducers:
-    return MixtureOfTransducers(
-        base, streams, layer_config, encoder_config, action_feature_name, is_inference
-    )
-
-
 __all__ = [
     "MixtureOfTransducers",
     "StreamConfig",
-    "build_mixture_of_transducers",
     "stream_token_mask",
 ]
