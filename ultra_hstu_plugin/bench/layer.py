@@ -59,6 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--gr-path", default=None, help="GR checkout root (if not installed)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--profile", action="store_true", help="print each variant's top kernels")
     args = parser.parse_args(argv)
     if args.gr_path:
         sys.path.insert(0, os.path.abspath(args.gr_path))
@@ -134,6 +135,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rep=300,
                 return_mode="median",
             )
+        if args.profile:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    step(layer)
+                torch.cuda.synchronize()
+            table = prof.key_averages().table(
+                sort_by="cuda_time_total", row_limit=18, max_name_column_width=60
+            )
+            (out_dir / f"layer_profile_{name}.txt").write_text(table)
+            print(f"--- {name} (3 train steps) ---\n{table}", flush=True)
         row = {
             "variant": name,
             "fwd_bwd_ms": round(ms_train, 4),
