@@ -336,6 +336,7 @@ def _sla_fwd_kernel(
     CTX,
     TAIL,
     AUTOTUNE_N,  # bucketed max_seq_len: only an autotuning key
+    AUTOTUNE_W,  # bucketed window k1 (0 = full causal): only an autotuning key
     D: tl.constexpr,
     DV: tl.constexpr,
     HAS_TARGETS: tl.constexpr,
@@ -496,6 +497,7 @@ def _sla_bwd_dkdv_kernel(
     CTX,
     TAIL,
     AUTOTUNE_N,
+    AUTOTUNE_W,
     D: tl.constexpr,
     DV: tl.constexpr,
     HAS_TARGETS: tl.constexpr,
@@ -648,6 +650,7 @@ def _sla_bwd_dq_kernel(
     CTX,
     TAIL,
     AUTOTUNE_N,
+    AUTOTUNE_W,
     D: tl.constexpr,
     DV: tl.constexpr,
     HAS_TARGETS: tl.constexpr,
@@ -712,7 +715,9 @@ def _sla_bwd_dq_kernel(
 # Autotuning: a handful of configs, pruned by shape, keyed on the bucketed length
 # --------------------------------------------------------------------------------------
 
-_TUNE_KEY = ["AUTOTUNE_N", "D", "DV"]
+# The window is in the key: a windowed and a full-causal call at the same length have
+# very different work per row block and want different tiles.
+_TUNE_KEY = ["AUTOTUNE_N", "AUTOTUNE_W", "D", "DV"]
 
 
 def _cfg(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
@@ -830,6 +835,7 @@ def _common_args(
         spec.contextual_seq_len,
         spec.full_attn_tail,
         _bucket(max_seq_len),
+        _bucket(spec.k1) if 0 < spec.k1 < max_seq_len else 0,
     ]
     flags = {
         "D": q.shape[2],

@@ -53,7 +53,7 @@ class FP8LinearFunction(torch.autograd.Function):
         w_bf16 = weight.detach().to(torch.bfloat16).contiguous()
         x_fp8, x_scale = quantize_rowwise(x_bf16, backend=backend)
         # Weights are quantised from the bf16 copy, which is what the backward sees too.
-        w_fp8, w_scale = quantize_rowwise(w_bf16, backend="pytorch")
+        w_fp8, w_scale = quantize_rowwise(w_bf16, backend=backend)
         if residual2d is not None:
             residual2d = residual2d.contiguous()
         b = bias.detach().contiguous() if bias is not None else None
