@@ -90,3 +90,28 @@ def test_gr_hstu_baseline_runs_through_the_same_launcher(tmp_path, ml100k_dir):
         gin="gin_configs/ml100k_hstu_baseline_cpu.gin",
     )
     assert math.isfinite(m["eval"]["metric/lifetime_ne/rating"])
+
+
+def test_synthetic_sizes_come_from_gin(tmp_path):
+    res = run_cli(
+        "data",
+        "prepare",
+        "synthetic-long",
+        "--out",
+        str(tmp_path),
+        "--gin",
+        "gin_configs/synthetic_long_gpu.gin",
+        "--set",
+        "num_users=40",
+        "--set",
+        "min_len=64",
+        "--set",
+        "max_len=80",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "synthetic_sasrec_format.csv")
+    assert len(df) == 40  # --set overrides gin's num_users=20000
+    items = df["sequence_item_ids"].str.split(",").explode().astype(int)
+    assert items.max() > 5000  # gin's num_items=50000 (the default is 5000)

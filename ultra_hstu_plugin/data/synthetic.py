@@ -25,14 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+import gin
 import numpy as np
 import pandas as pd
 
 OUTPUT_NAME = "synthetic_sasrec_format.csv"
 
 
+@gin.configurable(module="ultra_hstu")
 @dataclass(frozen=True)
 class SyntheticConfig:
+    """Sizes and signal strength; bound in gin (``ultra_hstu.SyntheticConfig.num_users = ...``)."""
+
     num_users: int = 2000
     num_items: int = 5000
     num_clusters: int = 20
