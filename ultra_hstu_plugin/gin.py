@@ -21,4 +21,5 @@ gin.external_configurable(StreamConfig, module="ultra_hstu")
 
 # Imported last: they use the registrations above.
 from ultra_hstu_plugin import model  # noqa: E402,F401
+from ultra_hstu_plugin.data import synthetic  # noqa: E402,F401
 from ultra_hstu_plugin.train import dataloaders, settings  # noqa: E402,F401

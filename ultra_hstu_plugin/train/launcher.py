@@ -210,17 +210,8 @@ def preflight(request: RunRequest) -> RunSettings:
             raise ValueError(f"RunSettings.batch_size must be positive, got {settings.batch_size}")
         _hammer_kernel(settings.hammer_kernel, torch.device(request.device))
         spec = discover().get("dataset", settings.dataset).load()
-        spec.data_path(
-            gin.query_parameter("make_dataloaders.data_dir")
-            if _bound("make_dataloaders.data_dir")
-            else "data"
-        )
-        enc = (
-            gin.query_parameter("make_ultra_model.encoder")
-            if _bound("make_ultra_model.encoder")
-            else "ultra_hstu"
-        )
-        discover().get("encoder", enc)
+        spec.data_path(_bound_value("make_dataloaders.data_dir", default="data"))
+        discover().get("encoder", _bound_value("make_ultra_model.encoder", default="ultra_hstu"))
         if request.mode == "eval" and not settings.load_checkpoint:
             raise ValueError(
                 "--mode eval needs RunSettings.load_checkpoint (a checkpoint directory)"
@@ -234,12 +225,12 @@ def preflight(request: RunRequest) -> RunSettings:
         gin.clear_config()
 
 
-def _bound(name: str) -> bool:
+def _bound_value(name: str, default: object) -> object:
+    """A gin binding's value, or the function's own default when it is not bound."""
     try:
-        gin.query_parameter(name)
-        return True
+        return gin.query_parameter(name)
     except ValueError:
-        return False
+        return default
 
 
 def run(request: RunRequest) -> Optional[Dict[str, object]]:

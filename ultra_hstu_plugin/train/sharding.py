@@ -34,7 +34,7 @@ _EMBEDDING_TYPES = (EmbeddingBagCollection, EmbeddingCollection)
 def shard_model_and_make_optimizer(
     model: torch.nn.Module, device: torch.device, world_size: int
 ) -> Tuple[DistributedModelParallel, torch.optim.Optimizer]:
-    _, dense_args, dense_factory = dense_optimizer_factory_and_class()
+    _, _, dense_factory = dense_optimizer_factory_and_class()
     sparse_cls, sparse_args, sparse_factory = sparse_optimizer_factory_and_class()
     for prefix, module in model.named_modules():
         if isinstance(module, _EMBEDDING_TYPES):
@@ -79,7 +79,6 @@ def shard_model_and_make_optimizer(
         )
     optimizer = CombinedOptimizer(optimizers)
     optimizer.init_state(set(dmp.sparse_grad_parameter_names()))
-    del dense_args
     return dmp, optimizer
 
 
