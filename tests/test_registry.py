@@ -57,10 +57,14 @@ def test_second_plugin_composes(monkeypatch):
     monkeypatch.setattr(
         registry_module, "entry_points", lambda group: eps if group == ENTRY_POINT_GROUP else []
     )
-    reg = discover(reload=True)
-    assert {"hstu", "ultra_hstu", "other"} <= set(reg.names("encoder"))
-    assert reg.get("encoder", "other").origin == "other-plugin"
-    discover(reload=True)
+    try:
+        reg = discover(reload=True)
+        assert {"hstu", "ultra_hstu", "other"} <= set(reg.names("encoder"))
+        assert reg.get("encoder", "other").origin == "other-plugin"
+    finally:
+        monkeypatch.undo()
+        discover(reload=True)  # later tests see the real installed plugins only
+    assert "other" not in discover().names("encoder")
 
 
 def test_conflicting_registration_is_an_error():
