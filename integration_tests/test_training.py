@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from .conftest import run_cli
 
@@ -115,3 +116,23 @@ def test_synthetic_sizes_come_from_gin(tmp_path):
     assert len(df) == 40  # --set overrides gin's num_users=20000
     items = df["sequence_item_ids"].str.split(",").explode().astype(int)
     assert items.max() > 5000  # gin's num_items=50000 (the default is 5000)
+
+
+def test_synthetic_dataset_has_two_binary_tasks(tmp_path):
+    from ultra_hstu_plugin.data.synthetic import SyntheticConfig, generate_synthetic
+    from ultra_hstu_plugin.registry import discover
+
+    generate_synthetic(tmp_path, SyntheticConfig(num_users=6, min_len=40, max_len=48))
+    spec = discover().get("dataset", "synthetic-long").load()
+    cfg = spec.hstu_config({"max_seq_len": 64})
+    assert [t.task_name for t in cfg.multitask_configs] == ["rating", "love"]
+    ds = spec.dataset(cfg, str(tmp_path))
+    ds.load_query_samples([0, 1])
+    for i in (0, 1):
+        _, cand = ds.get_sample(i)
+        feats = cand.to_dict()
+        stars = feats["item_movie_rating"].values()
+        bits = feats["item_action_weights"].values()
+        assert torch.equal(bits & 1, (stars >= 4).long()) and torch.equal(
+            bits >> 1, (stars == 5).long()
+        )

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+import torch
+from torchrec import KeyedJaggedTensor
 from torchrec.modules.embedding_configs import DataType, EmbeddingConfig
 
 from ultra_hstu_plugin.data import movielens, synthetic
@@ -117,6 +119,36 @@ def _movielens_dataset(
     )
 
 
+LIKE_BIT, LOVE_BIT = 1, 2  # candidates' action bitmask: rating >= 4, rating == 5
+
+
+class TwoTaskMovieLensDataset(DLRMv3MovieLensDataset):
+    """GR's MovieLens loader with two binary tasks in the candidates' action bitmask.
+
+    GR's loader sets bit 1 for "rating >= 4" only; this adds bit 2 for "rating == 5", so
+    the multitask head trains two classification tasks.  (GR's ``MetricsLogger`` passes
+    every task's predictions to every metric, so classification and regression tasks
+    cannot be mixed; both tasks here are classification.)
+    """
+
+    def load_item(self, data: Any, max_num_candidates: int) -> Any:
+        uih, candidates = super().load_item(data, max_num_candidates)
+        feats = candidates.to_dict()
+        stars = feats["item_movie_rating"].values()
+        bits = (stars >= 4).long() * LIKE_BIT + (stars == 5).long() * LOVE_BIT
+        keys = candidates.keys()
+        values = [bits if k == "item_action_weights" else feats[k].values() for k in keys]
+        return uih, KeyedJaggedTensor(
+            keys=keys, lengths=candidates.lengths(), values=torch.cat(values)
+        )
+
+
+def _two_task_dataset(hstu_config: DlrmHSTUConfig, path: Path, is_inference: bool, **_: Any) -> Any:
+    return TwoTaskMovieLensDataset(
+        hstu_config=hstu_config, ratings_file=str(path), is_inference=is_inference
+    )
+
+
 def _gr_dataset(gr_name: str) -> Callable[..., Any]:
     def make(hstu_config: DlrmHSTUConfig, data_dir: str, is_inference: bool, **_: Any) -> Any:
         from ultra_hstu_plugin.host import get_gr_dataset
@@ -151,12 +183,16 @@ SYNTHETIC_LONG = DatasetSpec(
     gr_config_name="movielens-1m",
     data_file=synthetic.OUTPUT_NAME,
     prepare_hint="run `ultra-hstu data prepare synthetic-long --out DATA_DIR` first",
-    table_sizes={**_ML_TABLES, "movie_id": 1 << 16},
+    table_sizes={**_ML_TABLES, "movie_id": synthetic.MAX_ITEMS, "user_id": synthetic.MAX_USERS},
     model_defaults={**CPU_MODEL_DEFAULTS, "max_seq_len": 1040},
     extra_tasks=(
-        TaskConfig(task_name="rating_value", task_weight=0, task_type=MultitaskTaskType.REGRESSION),
+        TaskConfig(
+            task_name="love",
+            task_weight=LOVE_BIT,
+            task_type=MultitaskTaskType.BINARY_CLASSIFICATION,
+        ),
     ),
-    make_dataset=_movielens_dataset,
+    make_dataset=_two_task_dataset,
 )
 
 KUAIRAND_1K = DatasetSpec(

@@ -14,8 +14,8 @@ probability ``p_early`` if it is in the early cluster, ``p_recent`` if in the re
 see the early taste once sequences are longer than the window, so it scores measurably
 worse than one with a global prefix (SLA's K2) or full attention.
 
-Two tasks come out of GR's pipeline without new code: "rating >= 4" as binary
-classification, and the rating itself as regression (GR's watch-time feature).
+Two tasks: "rating >= 4" (GR's own label) and "rating == 5", both binary
+(see ``TwoTaskMovieLensDataset`` in :mod:`ultra_hstu_plugin.data.datasets`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ import numpy as np
 import pandas as pd
 
 OUTPUT_NAME = "synthetic_sasrec_format.csv"
+# Embedding-table rows the dataset spec allocates; ids must stay below them (fbgemm would
+# otherwise map out-of-range ids to row 0 with only a log line).
+MAX_ITEMS = 1 << 16
+MAX_USERS = 1 << 17
 
 
 @gin.configurable(module="ultra_hstu")
@@ -50,6 +54,11 @@ class SyntheticConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        if not (0 < self.num_users < MAX_USERS and 0 < self.num_items < MAX_ITEMS):
+            raise ValueError(
+                f"num_users must be in [1, {MAX_USERS}) and num_items in [1, {MAX_ITEMS}) "
+                f"(the embedding tables' sizes), got {self.num_users}, {self.num_items}"
+            )
         if self.num_users <= 0 or self.num_items <= 0:
             raise ValueError(
                 f"num_users and num_items must be positive, got {self.num_users}, {self.num_items}"
