@@ -147,6 +147,7 @@ def _fp8_addmm_kernel(
     HAS_BIAS1D: tl.constexpr,
     EMULATE_FP8_DOT: tl.constexpr,
     FIX_INTERPRETER_CASTS: tl.constexpr,
+    EVEN_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -178,16 +179,22 @@ def _fp8_addmm_kernel(
 
     # Loads wrap out-of-range rows/cols onto valid ones (modulo) instead of masking, so the main
     # loop carries no masks; the wrapped rows are never stored.  The launcher makes BLOCK_K
-    # divide K, so K needs no mask either.
+    # divide K whenever K % 32 == 0 (EVEN_K); fp8 MMAs need K tiles of at least 32, so for
+    # other K (16, 48, ...) the K tail is masked with zeros.
     offs_k = tl.arange(0, BLOCK_K)
     rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)
     rn = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N)
     x_ptrs = x_ptr + rm.to(tl.int64)[:, None] * K + offs_k[None, :]
     w_ptrs = w_ptr + rn.to(tl.int64)[:, None] * K + offs_k[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for _ in range(0, tl.cdiv(K, BLOCK_K)):
-        a = tl.load(x_ptrs)
-        b = tl.load(w_ptrs)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(w_ptrs)
+        else:
+            k_mask = offs_k[None, :] < K - k * BLOCK_K
+            a = tl.load(x_ptrs, mask=k_mask, other=0.0)
+            b = tl.load(w_ptrs, mask=k_mask, other=0.0)
         if EMULATE_FP8_DOT:
             acc = tl.dot(a.to(tl.float32), b.to(tl.float32).T, acc, input_precision="ieee")
         else:
@@ -247,15 +254,19 @@ GPU_CONFIGS: list[triton.Config] = [
 INTERPRETER_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4}
 
 
+MIN_BLOCK_K = 32  # fp8 tensor-core MMAs take K in steps of 32
+
+
 def _k_tile(block_k: int, K: int) -> int:
-    """Largest power of two <= block_k dividing K (K % 16 == 0, so at least 16)."""
-    while K % block_k:
+    """Largest power of two <= block_k dividing K, but at least MIN_BLOCK_K (then the kernel
+    masks the K tail: EVEN_K is False)."""
+    while block_k > MIN_BLOCK_K and K % block_k:
         block_k //= 2
     return block_k
 
 
 def _prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    # Make every BLOCK_K divide K (the main loop has no K mask), then drop the duplicates.
+    # Make every BLOCK_K divide K where it can (see _k_tile), then drop the duplicates.
     K = named_args["K"]
     seen, kept = set(), []
     for c in configs:
@@ -365,7 +376,11 @@ def fp8_addmm_triton(
         K,
         triton.next_power_of_2(M),
     )
-    flags = {"HAS_BIAS2D": bias2d is not None, "HAS_BIAS1D": bias1d is not None}
+    flags = {
+        "HAS_BIAS2D": bias2d is not None,
+        "HAS_BIAS1D": bias1d is not None,
+        "EVEN_K": K % MIN_BLOCK_K == 0,
+    }
 
     def grid(meta: dict) -> tuple[int]:
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
