@@ -142,9 +142,13 @@ def test_gemm_matches_reference(M, K, N, has_bias2d, has_bias1d):
     assert torch.isfinite(y).all(), "unwritten (NaN-poisoned) or non-finite outputs"
     assert torch.equal(y, fp8_addmm(xq, sx, wq, sw, bias2d=b2, bias1d=b1))
 
-    # Tight vs the dequantised reference: fp32 summation order and one bf16 rounding differ.
+    # Tight vs the dequantised reference: summation order and one bf16 rounding differ.  On
+    # Hopper the fp8 MMA accumulates with reduced precision (about 2^-13 of the sum of |terms|,
+    # measured failing a 1e-3 absolute bound at K=128), so the bound scales with that sum.
     ref = fp8_addmm_reference(xq, sx, wq, sw, bias2d=b2, bias1d=b1).float()
-    assert ((y.float() - ref).abs() <= BF16_ULP * ref.abs() + 1e-3).all()
+    terms = (xq.float().abs() * sx[:, None]) @ (wq.float().abs() * sw[:, None]).t()
+    accumulation = 2.0**-13 * terms if DEVICE == "cuda" else 0.0
+    assert ((y.float() - ref).abs() <= BF16_ULP * ref.abs() + 1e-3 + accumulation).all()
     # Loose vs the unquantised fp32 product: two e4m3 roundings (3 mantissa bits, ~2.5% rms
     # each) give ~2.6-3.5% relative error on Gaussian data (2.6% measured at K >= 512 on H100).
     exact = x.float() @ w.float().t()
