@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from ultra_hstu_plugin.host import HammerKernel
-from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
+from ultra_hstu_plugin.kernels.sla_attention import sla_attention as sla_attention_op
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
 
 # HammerKernel -> backend name understood by ultra_hstu_plugin.kernels.sla_attention.
@@ -39,15 +39,11 @@ def sla_attention(
 ) -> torch.Tensor:
     """Jagged SLA attention through the backend that ``kernel`` selects."""
     backend = attention_backend(kernel)
-    if backend == "pytorch":
-        return sla_attention_reference(q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets)
-    if q.device.type != "cuda":
+    if backend == "triton" and q.device.type != "cuda":
         raise ValueError(
             f"HammerKernel.TRITON needs CUDA tensors, got {q.device}; on CPU call "
             "model.set_hammer_kernel(HammerKernel.PYTORCH)."
         )
-    from ultra_hstu_plugin.kernels.sla_attention import sla_attention as sla_attention_op
-
     return sla_attention_op(
-        q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets=num_targets, backend="triton"
+        q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets=num_targets, backend=backend
     )
