@@ -27,9 +27,7 @@ import functools
 import importlib.util
 import json
 import math
-import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -37,6 +35,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+
+from ultra_hstu_plugin.bench.common import RowWriter, git_commit
 
 MASKS = [(1024, 0), (1024, 128), (0, 0)]
 FLOP_CONVENTION = (
@@ -76,18 +76,6 @@ def _ensure_kernels_importable() -> None:
         spec.loader.exec_module(module)
 
 
-def _git_commit() -> Optional[str]:
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _meta(args: argparse.Namespace) -> dict:
     import triton
 
@@ -99,7 +87,7 @@ def _meta(args: argparse.Namespace) -> dict:
         "triton": triton.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": "python -m ultra_hstu_plugin.bench.attention " + " ".join(sys.argv[1:]),
         "timing": "triton.testing.do_bench median (warmup=25 ms, rep=100 ms), first call outside",
         "flop_convention": FLOP_CONVENTION,
@@ -109,23 +97,6 @@ def _meta(args: argparse.Namespace) -> dict:
         "dtype": "bfloat16",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-class _Writer:
-    """Appends each row to attention.jsonl at once (flushed) and keeps it for the end."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.rows: list[dict] = []
-        self._f = open(out_dir / "attention.jsonl", "w")  # noqa: SIM115 (closed in close())
-
-    def add(self, row: dict) -> None:
-        self.rows.append(row)
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
-        print(json.dumps(row), flush=True)
-
-    def close(self) -> None:
-        self._f.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -284,7 +255,7 @@ def _sdpa(x: _Inputs):
 # --------------------------------------------------------------------------------------
 
 
-def _correctness(writer: _Writer, device: str, smoke: bool, D: int) -> None:
+def _correctness(writer: RowWriter, device: str, smoke: bool, D: int) -> None:
     from ultra_hstu_plugin.kernels.sla_attention import sla_attention
     from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
     from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
@@ -353,7 +324,7 @@ def _correctness(writer: _Writer, device: str, smoke: bool, D: int) -> None:
 
 
 def _measure(
-    writer: _Writer,
+    writer: RowWriter,
     base: dict,
     make: Callable[[], tuple],
     pairs_per_seq: int,
@@ -399,7 +370,7 @@ def device_is_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _gr_sanity(writer: _Writer, x: _Inputs, gr_mha) -> None:
+def _gr_sanity(writer: RowWriter, x: _Inputs, gr_mha) -> None:
     """GR's window mask equals ours with k2 = 0: a cheap check that we call it right."""
     from ultra_hstu_plugin.kernels.sla_attention import sla_attention
     from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
@@ -582,7 +553,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     masks = [(8, 0), (8, 4), (0, 0)] if args.smoke else MASKS
 
     meta = _meta(args)
-    writer = _Writer(args.out)
+    writer = RowWriter(args.out, "attention")
     writer.add({"kind": "meta", **meta})
     _correctness(writer, device, args.smoke, args.dim)
 

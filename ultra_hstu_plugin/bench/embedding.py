@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,20 +30,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from ultra_hstu_plugin.bench.common import git_commit
+
 # (rows, dim, ids per lookup): a large item table at two widths, and the ML-100k smoke width.
 CASES = [(1_000_000, 64, 8192), (500_000, 128, 8192), (100_000, 32, 8192)]
 QUICK_CASES = [(100_000, 64, 4096), (50_000, 128, 4096)]
 VARIANTS = {"fp32": None, "fp16": 16, "int8": 8, "int4": 4}
-
-
-def _git_commit() -> Optional[str]:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _cpu_name() -> str:
@@ -201,7 +192,7 @@ def run(out_dir: Path, quick: bool, reps: int, argv: List[str]) -> Dict[str, Any
         "fbgemm_gpu": getattr(fbgemm_gpu, "__version__", "unknown"),
         "torchrec": getattr(torchrec, "__version__", "unknown"),
         "python": platform.python_version(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": "python -m ultra_hstu_plugin.bench.embedding " + " ".join(argv),
         "timing": f"median of {reps} EmbeddingCollection.forward calls per variant, "
         "variants interleaved round-robin (after warm-up)",

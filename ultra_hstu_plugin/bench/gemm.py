@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,44 +21,17 @@ from typing import Callable
 
 import torch
 
+from ultra_hstu_plugin.bench.common import RowWriter, git_commit
+
 SHAPES = [(65536, 512, 2048), (65536, 1024, 4096), (16384, 2048, 8192)]
 # Targets from the issue (H100): bf16 GEMM and _scaled_mm at 65536x1024x4096, and our speedup
 # with the 2D bias over bf16 addmm at the two large shapes.
 TARGETS = {"bf16_mm_ms": 0.82, "scaled_mm_ms": 0.57, "speedup_vs_bf16_addmm": 1.6}
 
 
-def _git_commit() -> str | None:
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
-
-
-class _Writer:
-    """Appends each row to gemm.jsonl at once (flushed), keeps them for gemm.json/md."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.rows: list[dict] = []
-        self._f = open(out_dir / "gemm.jsonl", "w")  # noqa: SIM115 (closed in close())
-
-    def add(self, row: dict) -> None:
-        self.rows.append(row)
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
-        print(json.dumps(row), flush=True)
-
-    def close(self) -> None:
-        self._f.close()
 
 
 def _bench(fn: Callable[[], object], warmup: int, rep: int) -> float:
@@ -190,7 +161,7 @@ def _measure_shape(
     N: int,
     fp8,
     kern,
-    writer: _Writer,
+    writer: RowWriter,
     sweep: bool,
     warmup: int,
     rep: int,
@@ -280,7 +251,7 @@ def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[in
     if not fp8.fp8_supported(dev):
         raise SystemExit(f"needs a CUDA GPU with FP8 (sm89+); found {torch.cuda.get_device_name()}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(out_dir)
+    writer = RowWriter(out_dir, "gemm")
     meta = {
         "device": torch.cuda.get_device_name(dev),
         "capability": ".".join(map(str, torch.cuda.get_device_capability(dev))),
@@ -288,7 +259,7 @@ def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[in
         "triton": triton.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": "python -m ultra_hstu_plugin.bench.gemm " + " ".join(sys.argv[1:]),
         "timing": f"triton.testing.do_bench median, warmup={warmup} ms, rep={rep} ms",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -69,6 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import triton
     from triton.testing import do_bench
 
+    from ultra_hstu_plugin.bench.common import git_commit
     from ultra_hstu_plugin.host import HammerKernel, STULayerConfig
     from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
@@ -179,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "python": platform.python_version(),
-        "commit": os.environ.get("GIT_COMMIT", "unknown"),
+        "commit": git_commit() or "unknown",
         "command": "python -m ultra_hstu_plugin.bench.layer " + " ".join(argv or sys.argv[1:]),
         "shape": {
             "B": B,

@@ -1,0 +1,42 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""What every benchmark shares: the commit it measured and a row writer that keeps rows a
+cut-off run has already measured.  Standard library only: benchmarks run on GPU machines
+that have torch and triton but not the rest of our dependencies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+
+def git_commit() -> Optional[str]:
+    """``$GIT_COMMIT`` (set where the tree travels without .git), else ``git rev-parse HEAD``."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RowWriter:
+    """Appends each row to ``<name>.jsonl`` at once (flushed) and keeps them for the end."""
+
+    def __init__(self, out_dir: Path, name: str) -> None:
+        self.rows: list[dict] = []
+        self._f = open(Path(out_dir) / f"{name}.jsonl", "w")  # noqa: SIM115 (closed in close())
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+        print(json.dumps(row), flush=True)
+
+    def close(self) -> None:
+        self._f.close()
