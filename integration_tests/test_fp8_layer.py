@@ -49,7 +49,9 @@ def test_fp8_layer_matches_plain_layer_within_e4m3_error(monkeypatch):
     g = torch.randn_like(y)
     grads8 = torch.autograd.grad(y8, [xb, fp8._uvqk_weight, fp8._output_weight], g)
     grads = torch.autograd.grad(y, [xb, ref._uvqk_weight, ref._output_weight], g)
-    errors = [((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in zip(grads8, grads)]
+    errors = [
+        ((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in zip(grads8, grads)
+    ]
     # e4m3 forward error (~2-3%) carried through attention into the gradients
     assert max(errors) < 8e-2, errors
     # the residual really goes through the fused 2D bias: zero weights leave x
