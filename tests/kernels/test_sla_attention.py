@@ -1,16 +1,20 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
-"""SLA attention: Triton kernel (interpreted on CPU) vs the PyTorch reference, and checks.
+"""SLA attention: Triton kernel vs the PyTorch reference, and checks.
 
-TRITON_INTERPRET must be set before triton is imported (tests/conftest.py does it for
+On a GPU the kernel runs on the device; elsewhere under the interpreter, and
+TRITON_INTERPRET must then be set before triton is imported (tests/conftest.py does it for
 the session; it is repeated here so that this file also runs on its own).
 """
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -20,7 +24,8 @@ from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_refe
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
-    not kernels.is_interpreted(), reason="needs TRITON_INTERPRET=1 set before triton import"
+    DEVICE == "cpu" and not kernels.is_interpreted(),
+    reason="needs a GPU or TRITON_INTERPRET=1 set before triton import",
 )
 
 TOL = 1e-4  # relative to the reference's norm, float32
@@ -39,7 +44,7 @@ def _batch(lengths, H, D, Dv, dtype=torch.float32, seed=0):
     k = torch.randn(total, H, D, generator=g).to(dtype)
     v = torch.randn(total, H, Dv, generator=g).to(dtype)
     dout = torch.randn(total, H, Dv, generator=g).to(dtype)
-    return q, k, v, dout, offsets
+    return tuple(t.to(DEVICE) for t in (q, k, v, dout, offsets))
 
 
 def _reference_with_grads(q, k, v, dout, offsets, N, alpha, spec, num_targets):
@@ -56,7 +61,7 @@ def _nan_like(t: torch.Tensor) -> torch.Tensor:
 def _check_parity(lengths, spec, num_targets, H, D, Dv, config, alpha=0.4, slack=0):
     q, k, v, dout, offsets = _batch(lengths, H, D, Dv)
     N = max([1, *lengths]) + slack
-    nt = None if num_targets is None else torch.tensor(num_targets, dtype=torch.int64)
+    nt = None if num_targets is None else torch.tensor(num_targets, device=DEVICE)
     want, (gq, gk, gv) = _reference_with_grads(q, k, v, dout, offsets, N, alpha, spec, nt)
     # Poisoned buffers: a row the kernel forgets to write stays NaN and fails the test.
     out = kernels.sla_attention_triton_fwd(
@@ -121,7 +126,7 @@ def test_triton_edge_cases(lengths, spec, num_targets):
 
 def test_no_sequences():
     q, k, v, dout, _ = _batch([], 2, 16, 16)
-    out = sla_attention(q, k, v, torch.zeros(1, dtype=torch.int64), 4, 0.5, SLAMaskSpec(k1=2),
+    out = sla_attention(q, k, v, torch.zeros(1, dtype=torch.int64, device=DEVICE), 4, 0.5, SLAMaskSpec(k1=2),
                         backend="triton")  # fmt: skip
     assert out.shape == (0, 2, 16)
 
@@ -129,7 +134,7 @@ def test_no_sequences():
 @pytest.mark.parametrize("backend", ["pytorch", "triton"])
 def test_public_op_autograd(backend):
     lengths, spec, nt = [30, 0, 21], SLAMaskSpec(k1=6, k2=4, contextual_seq_len=2), [3, 0, 5]
-    nt = torch.tensor(nt, dtype=torch.int32)
+    nt = torch.tensor(nt, dtype=torch.int32, device=DEVICE)
     q, k, v, dout, offsets = _batch(lengths, 2, 32, 32, seed=3)
     offsets = offsets.to(torch.int32)
     want, grads_want = _reference_with_grads(q, k, v, dout, offsets, 32, 0.7, spec, nt)
@@ -158,7 +163,7 @@ def test_half_precision_close_to_fp32_reference(dtype):
 def test_fake_impl_opcheck():
     """Schema, fake (meta) impl, autograd registration and AOT dispatch of the op."""
     q, k, v, _, offsets = _batch([5, 0, 7], 2, 16, 16, dtype=torch.float64)
-    nt = torch.tensor([1, 0, 2])
+    nt = torch.tensor([1, 0, 2], device=DEVICE)
     for t in (q, k, v):
         t.requires_grad_(True)
     args = (q, k, v, offsets, nt, 8, 0.5, 2, 1, 1, "window", 0, "pytorch")
@@ -197,15 +202,15 @@ def _good(**overrides):
 def _bad_cases():
     q, k, v, _, offsets = _batch([5, 3], 2, 16, 16)
     return [
-        ({"seq_offsets": torch.tensor([0, 9, 8])}, "decreases at index 2"),
-        ({"seq_offsets": torch.tensor([0, 5, 7])}, "ends at 7"),
-        ({"seq_offsets": torch.tensor([1, 5, 8])}, "start at 0, got 1"),
-        ({"seq_offsets": torch.tensor([0.0, 5.0, 8.0])}, "torch.float32"),
+        ({"seq_offsets": torch.tensor([0, 9, 8], device=DEVICE)}, "decreases at index 2"),
+        ({"seq_offsets": torch.tensor([0, 5, 7], device=DEVICE)}, "ends at 7"),
+        ({"seq_offsets": torch.tensor([1, 5, 8], device=DEVICE)}, "start at 0, got 1"),
+        ({"seq_offsets": torch.tensor([0.0, 5.0, 8.0], device=DEVICE)}, "torch.float32"),
         ({"max_seq_len": 4}, "length 5, above max_seq_len=4"),
-        ({"num_targets": torch.tensor([6, 0])}, "num_targets[0]=6"),
-        ({"num_targets": torch.tensor([1, 0, 0])}, "num_targets has 3 entries"),
+        ({"num_targets": torch.tensor([6, 0], device=DEVICE)}, "num_targets[0]=6"),
+        ({"num_targets": torch.tensor([1, 0, 0], device=DEVICE)}, "num_targets has 3 entries"),
         ({"q": q[..., :8], "k": k[..., :8]}, "D (q/k head dim) = 8"),
-        ({"v": torch.randn(8, 2, 48)}, "Dv (v head dim) = 48"),
+        ({"v": torch.randn(8, 2, 48, device=DEVICE)}, "Dv (v head dim) = 48"),
         ({"q": q.double(), "k": k.double(), "v": v.double()}, "torch.float64"),
         ({"k": k.half()}, "torch.float16"),
         ({"q": q.to("meta")}, "q on meta"),
@@ -231,6 +236,7 @@ def test_negative_window_rejected():
         SLAMaskSpec(k2=-3)
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="about CPU tensors on a machine without a GPU")
 def test_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="backend='pytorch'.*TRITON_INTERPRET=1"):
