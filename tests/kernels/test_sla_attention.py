@@ -194,7 +194,9 @@ def test_torch_compile_triton_backend():
 def _good(**overrides):
     q, k, v, _, offsets = _batch([5, 3], 2, 16, 16)
     args = {"q": q, "k": k, "v": v, "seq_offsets": offsets, "max_seq_len": 8, "alpha": 0.5,
-            "spec": SLAMaskSpec(k1=2), "num_targets": None, "backend": "triton"}  # fmt: skip
+            "spec": SLAMaskSpec(k1=2), "num_targets": None, "backend": "triton",
+            # the O(B) offsets checks read offsets on the host: always on CPU, debug mode on CUDA
+            "debug_checks": True}  # fmt: skip
     args.update(overrides)
     return args
 
