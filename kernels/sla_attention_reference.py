@@ -14,19 +14,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ultra_hstu_plugin.kernels.jagged import jagged_index
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
-
-
-def _jagged_index(seq_offsets: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sequence index, position in sequence) of every jagged row."""
-    lengths = (seq_offsets[1:] - seq_offsets[:-1]).to(torch.int64)
-    batch = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=seq_offsets.device), lengths, output_size=total
-    )
-    position = (
-        torch.arange(total, device=seq_offsets.device) - seq_offsets[:-1].to(torch.int64)[batch]
-    )
-    return batch, position
 
 
 def sla_attention_reference(
@@ -44,7 +33,7 @@ def sla_attention_reference(
     Dv = v.shape[2]
     B = seq_offsets.numel() - 1
     N = max_seq_len
-    batch, position = _jagged_index(seq_offsets, total)
+    batch, position = jagged_index(seq_offsets[1:] - seq_offsets[:-1], total)
 
     def pad(x: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(B, N, x.shape[1], x.shape[2])

@@ -8,7 +8,9 @@ the install.  Numbers in this repository were measured against GR commit db1bf8f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
+
+import torch
 
 GR_PINNED_COMMIT = "db1bf8f"
 GR_INSTALL_HINT = (
@@ -137,25 +139,6 @@ def gr_checkout_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(generative_recommenders.__file__)))
 
 
-def gr_version() -> str:
-    """GR's git commit when installed from a checkout, else its package version."""
-    import subprocess
-
-    root = gr_checkout_root()
-    try:
-        out = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if out.returncode == 0:
-            return out.stdout.strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 __all__ = [
     "GR_INSTALL_HINT",
     "GR_PINNED_COMMIT",
@@ -188,7 +171,6 @@ __all__ = [
     "get_hstu_configs",
     "get_gr_dataset",
     "gr_checkout_root",
-    "gr_version",
     "hstu_compute_output",
     "hstu_compute_uqvk",
     "layer_norm",
@@ -222,26 +204,24 @@ def input_preprocessor_of(model: DlrmHSTU) -> ContextualPreprocessor:
     return model._hstu_transducer._input_preprocessor
 
 
-def action_modules_of(pre: ContextualPreprocessor) -> tuple:
-    """(ActionEncoder, action MLP) of GR's ContextualPreprocessor, or (None, None)."""
+def action_encoder_of(pre: ContextualPreprocessor) -> Optional[torch.nn.Module]:
+    """The ActionEncoder of GR's ContextualPreprocessor, or None without action features."""
     if getattr(pre, "_action_weights", None) is None:
-        return None, None
-    return pre._action_encoder, pre._action_embedding_mlp
+        return None
+    return pre._action_encoder
 
 
-def set_action_mlp(pre: ContextualPreprocessor, mlp: torch.nn.Module) -> None:  # noqa: F821
+def set_action_mlp(pre: ContextualPreprocessor, mlp: torch.nn.Module) -> None:
     pre._action_embedding_mlp = mlp
 
 
-def zero_target_action_table(action_encoder: torch.nn.Module) -> None:  # noqa: F821
+def zero_target_action_table(action_encoder: torch.nn.Module) -> None:
     """Make GR's ActionEncoder emit zeros at candidate positions.
 
     GR gives candidates a learned "target action" embedding; ULTRA-HSTU's merged tokens
     carry no action at candidates at all.  The table becomes a zero buffer (not a
     parameter), so nothing can learn a value into it.
     """
-    import torch
-
     table = action_encoder._target_action_embedding_table
     del action_encoder._target_action_embedding_table
     action_encoder.register_buffer(
@@ -269,11 +249,11 @@ def transducer_parts(t: HSTUTransducer) -> dict:
     }
 
 
-def embedding_collection_of(model: DlrmHSTU) -> torch.nn.Module:  # noqa: F821
+def embedding_collection_of(model: DlrmHSTU) -> torch.nn.Module:
     """The torchrec ``EmbeddingCollection`` of GR's ranking model (``_embedding_collection``)."""
     return model._embedding_collection
 
 
-def set_embedding_collection(model: DlrmHSTU, ec: torch.nn.Module) -> None:  # noqa: F821
+def set_embedding_collection(model: DlrmHSTU, ec: torch.nn.Module) -> None:
     """Swap the embedding tables of GR's ranking model (e.g. for a quantized collection)."""
     model._embedding_collection = ec

@@ -146,9 +146,7 @@ def make_ultra_model(
         merged_item_action_tokens=merged_item_action_tokens,
         streams=streams,
     )
-    n_params = sum(
-        p.numel() for n, p in model.named_parameters() if "_embedding_collection" not in n
-    )
+    n_params = dense_parameter_count(model)
     logger.info("built %s on %s: %d dense parameters", encoder, dataset, n_params)
     return model, hstu_config, tables
 

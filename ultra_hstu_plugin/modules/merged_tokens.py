@@ -35,7 +35,7 @@ class ZeroPreservingMLP(torch.nn.Module):
 
 def use_merged_item_action_tokens(model: torch.nn.Module, hstu_config: host.DlrmHSTUConfig) -> None:
     pre = host.input_preprocessor_of(model)
-    action_encoder, _ = host.action_modules_of(pre)
+    action_encoder = host.action_encoder_of(pre)
     if action_encoder is None:
         raise ValueError(
             "merged_item_action_tokens needs action features: the dataset's DlrmHSTUConfig "

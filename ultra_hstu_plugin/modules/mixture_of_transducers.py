@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ultra_hstu_plugin.host import HSTUTransducer, STULayerConfig, STUStack, transducer_parts
+from ultra_hstu_plugin.kernels.jagged import jagged_index
 from ultra_hstu_plugin.modules.encoder import ultra_layers
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 
@@ -63,9 +64,7 @@ def stream_token_mask(
     total = int(seq_lengths.sum())
     B = seq_lengths.numel()
     device = seq_lengths.device
-    batch = torch.repeat_interleave(torch.arange(B, device=device), seq_lengths, output_size=total)
-    starts = torch.cumsum(seq_lengths, 0) - seq_lengths
-    pos = torch.arange(total, device=device) - starts[batch]
+    batch, pos = jagged_index(seq_lengths, total)
     n_uih = seq_lengths - num_targets - contextual_len
     is_uih = (pos >= contextual_len) & (pos < contextual_len + n_uih[batch])
     if uih_actions.numel() != int(n_uih.sum()):
@@ -157,7 +156,10 @@ class MixtureOfTransducers(HSTUTransducer):
     ) -> torch.Tensor:
         assert self._payloads is not None
         actions = self._payloads[self._action_feature_name]
-        is_candidate = None
+        batch, pos = jagged_index(seq_lengths, seq_embeddings.shape[0])
+        # Candidates are the last num_targets rows of every sequence; a stream keeps them and
+        # the order of rows, so is_candidate[keep] marks them in the stream's layout too.
+        is_candidate = pos >= (seq_lengths - num_targets)[batch]
         candidate_outputs = []
         for stream, stack in zip(self._streams, self._stream_stacks):
             keep = stream_token_mask(
@@ -168,15 +170,7 @@ class MixtureOfTransducers(HSTUTransducer):
                 stream.action_mask,
                 stream.max_len,
             )
-            lengths = torch.zeros_like(seq_lengths).index_add_(
-                0,
-                torch.repeat_interleave(
-                    torch.arange(seq_lengths.numel(), device=seq_lengths.device),
-                    seq_lengths,
-                    output_size=seq_embeddings.shape[0],
-                ),
-                keep.long(),
-            )
+            lengths = torch.bincount(batch[keep], minlength=seq_lengths.numel())
             offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
             out = stack(
                 x=seq_embeddings[keep],
@@ -185,22 +179,11 @@ class MixtureOfTransducers(HSTUTransducer):
                 max_seq_len=int(lengths.max()) if lengths.numel() else 0,
                 num_targets=num_targets,
             )
-            if is_candidate is None:
-                is_candidate = _candidate_rows(seq_lengths, num_targets)
-            candidate_outputs.append(out[_candidate_rows(lengths, num_targets)])
+            candidate_outputs.append(out[is_candidate[keep]])
         fused = self._fusion(torch.cat(candidate_outputs, dim=-1))
         result = seq_embeddings.clone()
         result[is_candidate] = fused.to(result.dtype)
         return result
-
-
-def _candidate_rows(lengths: torch.Tensor, num_targets: torch.Tensor) -> torch.Tensor:
-    total = int(lengths.sum())
-    batch = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=lengths.device), lengths, output_size=total
-    )
-    ends = torch.cumsum(lengths, 0)
-    return torch.arange(total, device=lengths.device) >= (ends - num_targets)[batch]
 
 
 __all__ = [
