@@ -10,8 +10,9 @@ import logging
 import pytest
 import torch
 
-from ultra_hstu_plugin.host import HammerKernel, STULayerConfig
-from ultra_hstu_plugin.modules import ultra_stu
+from ultra_hstu_plugin.host import HammerKernel, STULayerConfig, pytorch_norm_mul_dropout
+from ultra_hstu_plugin.modules import fp8_projections, ultra_stu
+from ultra_hstu_plugin.modules.fp8_projections import fp8_output, fp8_uvqk
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
 
@@ -84,3 +85,208 @@ def test_encoder_config_switches_fp8(flag):
     )
     layers = [m for m in stack.modules() if isinstance(m, UltraHSTULayer)]
     assert len(layers) == 2 and all(m._fp8 is flag for m in layers)
+
+
+# --------------------------------------------------------------------------------------------
+# The FP8 projections as autograd functions (modules/fp8_projections.py)
+# --------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="GR's LayerNorm-mul-dropout backward kernel queries the CUDA device (GPU only)",
+)
+
+
+def _rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "triton"])
+def test_fp8_uvqk_matches_layer_norm_then_linear(backend):
+    # Forward within e4m3 error of LayerNorm + bf16 linear; backward equal to autograd through
+    # the same bf16 ops (it recomputes the LayerNorm and runs bf16 GEMMs).
+    g = torch.Generator().manual_seed(0)
+    M, K, N = 45, 64, 96
+    x = (torch.randn(M, K, generator=g) * 2).bfloat16().requires_grad_()
+    nw = (torch.randn(K, generator=g) * 0.3 + 1).bfloat16().requires_grad_()
+    nb = (torch.randn(K, generator=g) * 0.3).bfloat16().requires_grad_()
+    w = (torch.randn(K, N, generator=g) * K**-0.5).requires_grad_()  # fp32 master, [in, out]
+    b = (torch.randn(N, generator=g) * 0.1).requires_grad_()
+    out = fp8_uvqk(x, nw, nb, w, b, 1e-6, HammerKernel.PYTORCH, backend=backend)
+    normed = torch.nn.functional.layer_norm(x, (K,), nw, nb, 1e-6)
+    ref = torch.addmm(b.bfloat16(), normed, w.bfloat16())
+    assert out.dtype == torch.bfloat16 and out.shape == (M, N)
+    assert _rel_err(out, ref) < 5e-2  # two e4m3 operands, ~2^-5 relative rounding each
+    dout = torch.randn(M, N, generator=g).bfloat16()
+    grads = torch.autograd.grad(out, [x, nw, nb, w, b], dout)
+    refs = torch.autograd.grad(ref, [x, nw, nb, w, b], dout)
+    for name, a, r in zip(["x", "norm_w", "norm_b", "w", "b"], grads, refs):
+        assert a.dtype == r.dtype or name in ("w", "b"), name
+        assert _rel_err(a, r) < 1e-2, (name, _rel_err(a, r))
+
+
+def test_fp8_uvqk_only_computes_requested_gradients():
+    x = torch.randn(8, 32).bfloat16()
+    nw, nb = torch.ones(32).bfloat16(), torch.zeros(32).bfloat16()
+    w = torch.randn(32, 48, requires_grad=True)
+    out = fp8_uvqk(x, nw, nb, w, None, 1e-6, HammerKernel.PYTORCH, backend="pytorch")
+    (gw,) = torch.autograd.grad(out.float().sum(), [w])
+    assert gw.shape == w.shape and gw.dtype == w.dtype and torch.isfinite(gw).all()
+
+
+def _output_inputs(M=37, H=32, D=64, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(dtype).to(device).requires_grad_()
+
+    return (
+        r(M, H),  # attn
+        r(M, H),  # u
+        r(M, D),  # x, the residual
+        r(H, scale=0.3),  # norm weight
+        r(H, scale=0.3),  # norm bias
+        r(3 * H, D, scale=(3 * H) ** -0.5),  # output weight [in, out]
+    )
+
+
+def test_fp8_output_forward_matches_gr_reference():
+    # GR's Triton LayerNorm-mul-dropout forward runs under the CPU interpreter; the result is
+    # x + y @ W with y from GR's PyTorch reference, within e4m3 error.
+    attn, u, x, nw, nb, w = _output_inputs()
+    with torch.no_grad():
+        out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, False, False, backend="pytorch")
+        y = pytorch_norm_mul_dropout(
+            x=attn,
+            u=u,
+            weight=nw,
+            bias=nb,
+            eps=1e-6,
+            dropout_ratio=0.0,
+            training=False,
+            concat_u=True,
+            concat_x=True,
+        )
+        ref = x + y @ w
+    # two e4m3 operands (~2^-5 relative rounding each) and a bf16 output
+    assert _rel_err(out - x, ref - x) < 5e-2
+    assert out.shape == ref.shape and out.dtype == x.dtype and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("recompute_y", [False, True])
+def test_fp8_output_backward_wiring_on_cpu(monkeypatch, recompute_y):
+    # GR's backward kernel needs CUDA, so on CPU it is replaced by autograd through GR's
+    # PyTorch reference (dropout off): what is tested is this function's own backward, i.e.
+    # dy = dout @ W^T, dW = y^T @ dout, dx = dout, the saved/recomputed y and the outputs' order.
+    def reference_bwd(dy, x, u, weight, bias, compute_y, **_):
+        leaves = [t.detach().requires_grad_() for t in (x, u, weight, bias)]
+        with torch.enable_grad():
+            y = pytorch_norm_mul_dropout(
+                x=leaves[0],
+                u=leaves[1],
+                weight=leaves[2],
+                bias=leaves[3],
+                eps=1e-6,
+                dropout_ratio=0.0,
+                training=False,
+                concat_u=True,
+                concat_x=True,
+            )
+        grads = torch.autograd.grad(y, leaves, dy)
+        return (*grads, y.detach() if compute_y else None)
+
+    monkeypatch.setattr(fp8_projections, "triton_layer_norm_mul_dropout_bwd", reference_bwd)
+    attn, u, x, nw, nb, w = _output_inputs()
+    out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, True, recompute_y, backend="pytorch")
+    y = pytorch_norm_mul_dropout(
+        x=attn,
+        u=u,
+        weight=nw,
+        bias=nb,
+        eps=1e-6,
+        dropout_ratio=0.0,
+        training=False,
+        concat_u=True,
+        concat_x=True,
+    )
+    ref = x + y @ w
+    dout = torch.randn_like(ref)
+    params = [attn, u, x, nw, nb, w]
+    grads = torch.autograd.grad(out, params, dout)
+    refs = torch.autograd.grad(ref, params, dout)
+    for name, a, r in zip(["attn", "u", "x", "norm_w", "norm_b", "w"], grads, refs):
+        # the backward GEMMs run in bf16
+        assert _rel_err(a, r) < 2e-2, (name, _rel_err(a, r))
+    torch.testing.assert_close(grads[2], dout)  # the residual's gradient passes through
+
+
+@needs_cuda
+@pytest.mark.parametrize("recompute_y", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_fp8_output_backward_equals_gr_on_gpu(recompute_y, dropout):
+    # The backward is GR's (same kernels, same bf16 GEMMs, same dropout seed): equal to GR's
+    # HSTUComputeOutputFunction bit for bit; the forward differs by the FP8 GEMM's error.
+    from generative_recommenders.ops.triton.triton_hstu_linear import HSTUComputeOutputFunction
+
+    attn, u, x, nw, nb, w = _output_inputs(
+        M=300, H=128, D=256, dtype=torch.bfloat16, device="cuda", seed=1
+    )
+    out = fp8_output(attn, u, x, nw, nb, w, 1e-6, dropout, True, recompute_y, seed=77)
+    ref = HSTUComputeOutputFunction.apply(
+        attn,
+        u,
+        x,
+        nw,
+        nb,
+        w,
+        1e-6,
+        dropout,
+        True,
+        False,
+        True,
+        True,
+        "none",
+        False,
+        1,
+        -1,
+        77,
+        recompute_y,
+    )
+    assert _rel_err(out - x, ref - x) < 3e-2
+    dout = torch.randn_like(ref)
+    params = [attn, u, x, nw, nb, w]
+    grads = torch.autograd.grad(out, params, dout)
+    refs = torch.autograd.grad(ref, params, dout)
+    for name, a, r in zip(["attn", "u", "x", "norm_w", "norm_b", "w"], grads, refs):
+        assert torch.equal(a, r), (name, _rel_err(a, r))
+
+
+@needs_cuda
+def test_fp8_layer_train_step_close_to_bf16_on_gpu():
+    # The whole layer on the GPU, TRITON kernels: fused FP8 paths vs the bf16 layer.
+    cfg = STULayerConfig(
+        embedding_dim=128, num_heads=2, hidden_dim=64, attention_dim=64, output_dropout_ratio=0.0
+    )
+    torch.manual_seed(0)
+    fp8 = UltraHSTULayer(cfg, k1=16, k2=4, fp8=True).cuda()
+    ref = UltraHSTULayer(cfg, k1=16, k2=4).cuda()
+    ref.load_state_dict(fp8.state_dict())
+    for m in (fp8, ref):
+        m.set_hammer_kernel(HammerKernel.TRITON)
+    assert fp8._fused_fp8_output()
+    lengths = torch.tensor([70, 0, 130, 33], device="cuda")
+    offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    kw = dict(
+        x_lengths=lengths,
+        x_offsets=offsets,
+        max_seq_len=130,
+        num_targets=torch.tensor([3, 0, 5, 2], device="cuda"),
+    )
+    x = torch.randn(int(lengths.sum()), 128, device="cuda").bfloat16().requires_grad_()
+    y8, y = fp8(x=x, **kw), ref(x=x, **kw)
+    assert _rel_err(y8 - x, y - x) < 5e-2
+    g = torch.randn_like(y)
+    grads8 = torch.autograd.grad(y8, [x, fp8._uvqk_weight, fp8._output_weight], g)
+    grads = torch.autograd.grad(y, [x, ref._uvqk_weight, ref._output_weight], g)
+    errors = [_rel_err(a, b) for a, b in zip(grads8, grads)]
+    assert max(errors) < 8e-2, errors

@@ -2,11 +2,13 @@
 """Public API of the FP8 rowwise GEMM with fused 2D/1D bias.
 
     x_fp8, x_scale = quantize_rowwise(x)              # activations, one scale a row
+    x_fp8, x_scale = layer_norm_quantize_rowwise(x, ln_w, ln_b, eps)   # LayerNorm fused in
     w_fp8, w_scale = quantize_weight(w)               # weights [N, K], one scale an output channel
     y = fp8_addmm(x_fp8, x_scale, w_fp8, w_scale, bias2d=residual, bias1d=b)   # bf16 [M, N]
 
-Both ops are ``torch.library`` custom ops (``ultra_hstu::fp8_addmm``,
-``ultra_hstu::quantize_rowwise``) with fake implementations, so they trace under torch.compile.
+The ops are ``torch.library`` custom ops (``ultra_hstu::fp8_addmm``,
+``ultra_hstu::quantize_rowwise``, ``ultra_hstu::layer_norm_quantize_rowwise``) with fake
+implementations, so they trace under torch.compile.
 Inputs are checked before any launch; errors name the offending tensor and value.
 """
 
@@ -17,6 +19,7 @@ import torch
 from ultra_hstu_plugin.kernels.fp8_gemm_reference import (
     FP8_DTYPE,
     fp8_addmm_reference,
+    layer_norm_quantize_rowwise_reference,
     quantize_rowwise_reference,
 )
 
@@ -222,6 +225,67 @@ def quantize_rowwise(x: torch.Tensor, backend: str = "triton") -> tuple[torch.Te
     if _plain_eager(x):
         return _quantize_rowwise_impl(x, backend)
     return _quantize_rowwise_op(x, backend)
+
+
+def _check_layer_norm_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    _check_quantize_input(x)
+    K = x.shape[1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if tuple(t.shape) != (K,):
+            raise ValueError(f"LayerNorm {name} must have shape ({K},), got {tuple(t.shape)}")
+        if t.dtype not in _INPUT_DTYPES:
+            raise TypeError(f"LayerNorm {name} must have a dtype in {_INPUT_DTYPES}, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"LayerNorm {name} is on {t.device} but x is on {x.device}")
+
+
+def _layer_norm_quantize_impl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_backend(backend)
+    _check_layer_norm_inputs(x, weight, bias)
+    triton_mod = _triton_module() if backend == "triton" else None
+    if triton_mod is None or x.shape[1] > triton_mod.MAX_REGISTER_ROW:
+        # Rows too long for one program's registers: the reference is LayerNorm + quantise.
+        return layer_norm_quantize_rowwise_reference(x, weight, bias, eps)
+    _check_triton_device(x.device, "layer_norm_quantize_rowwise")
+    return triton_mod.layer_norm_quantize_rowwise_triton(
+        x.contiguous(), weight.contiguous(), bias.contiguous(), eps
+    )
+
+
+@torch.library.custom_op("ultra_hstu::layer_norm_quantize_rowwise", mutates_args=())
+def _layer_norm_quantize_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _layer_norm_quantize_impl(x, weight, bias, eps, backend)
+
+
+@_layer_norm_quantize_op.register_fake
+def _(x, weight, bias, eps, backend):
+    _check_backend(backend)
+    _check_layer_norm_inputs(x, weight, bias)
+    return (
+        x.new_empty(x.shape, dtype=FP8_DTYPE),
+        x.new_empty((x.shape[0],), dtype=torch.float32),
+    )
+
+
+def layer_norm_quantize_rowwise(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-6,
+    backend: str = "triton",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_rowwise(LayerNorm(x) * weight + bias)`` in one kernel (LayerNorm over ``K``).
+
+    The LayerNorm is computed in fp32 and quantised from fp32 (never rounded to ``x``'s
+    dtype in between); rows longer than 16384 take the unfused PyTorch path.
+    """
+    if _plain_eager(x):
+        return _layer_norm_quantize_impl(x, weight, bias, eps, backend)
+    return _layer_norm_quantize_op(x, weight, bias, eps, backend)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

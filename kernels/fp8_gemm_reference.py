@@ -25,13 +25,37 @@ def quantize_rowwise_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     has no inf (an out-of-range cast gives NaN).  Also used for weights ``[N, K]``, where rows
     are output channels.
     """
-    xf = x.float()
-    amax = xf.abs().amax(dim=1) if x.shape[1] > 0 else xf.new_zeros(x.shape[0])
+    return _quantize_rows_fp32(x.float())
+
+
+def _quantize_rows_fp32(xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    amax = xf.abs().amax(dim=1) if xf.shape[1] > 0 else xf.new_zeros(xf.shape[0])
+    amax = amax.clamp_min(AMAX_EPS)
+    fp8_max = torch.full_like(amax, FP8_E4M3_MAX)
     # Tensor / tensor: PyTorch's CUDA division by a Python scalar multiplies by its reciprocal,
     # which is not correctly rounded and would disagree with the kernel in the last bit.
-    scale = amax.clamp_min(AMAX_EPS) / torch.full_like(amax, FP8_E4M3_MAX)
-    q = (xf / scale[:, None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE)
+    scale = amax / fp8_max
+    # Elements are multiplied by the row's reciprocal scale, not divided by the scale: one
+    # correctly rounded division a row instead of one an element (the kernel does the same,
+    # so both agree bit for bit).  q * scale differs from x by at most e4m3's rounding.
+    inv_scale = fp8_max / amax
+    q = (xf * inv_scale[:, None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE)
     return q, scale
+
+
+def layer_norm_quantize_rowwise_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``LayerNorm(x) * weight + bias`` over the last dim, in fp32, quantised rowwise.
+
+    The fused kernel's reference: the normalised rows are quantised straight from fp32, without
+    the round trip through x's dtype that a separate LayerNorm would write to memory."""
+    xf = x.float()
+    mean = xf.mean(dim=1, keepdim=True)
+    centred = xf - mean
+    var = (centred * centred).mean(dim=1, keepdim=True)
+    normed = centred * torch.rsqrt(var + eps) * weight.float() + bias.float()
+    return _quantize_rows_fp32(normed)
 
 
 def dequantize_rowwise_reference(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

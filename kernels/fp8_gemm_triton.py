@@ -56,6 +56,32 @@ def _round_to_grid(v, MANT_BITS: tl.constexpr, MIN_ULP_BIASED_EXP: tl.constexpr)
 
 
 @triton.jit
+def _quantize_tile(
+    x,
+    row_mask,
+    scale_ptrs,
+    AMAX_EPS_C: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    FIX_INTERPRETER_CASTS: tl.constexpr,
+):
+    """Quantise whole rows held in registers (fp32 ``[BLOCK_M, BLOCK_K]``, padding zeros):
+    stores each row's scale, returns the clamped values ready for the cast to e4m3."""
+    amax = tl.maximum(tl.max(tl.abs(x), axis=1), AMAX_EPS_C)
+    # Two correctly rounded divisions a row (they match the PyTorch reference bit for bit),
+    # then one multiply an element: a division an element (div_rn) is many instructions and
+    # made the quantiser compute-bound.
+    tl.store(scale_ptrs, tl.div_rn(amax, FP8_MAX), mask=row_mask)
+    inv_scale = tl.div_rn(tl.full(amax.shape, FP8_MAX, tl.float32), amax)
+    q = x * inv_scale[:, None]
+    # Rounding can push |q| a hair past 448, and e4m3fn has no inf: a value past its range
+    # becomes NaN, so clamp first.
+    q = tl.minimum(tl.maximum(q, -FP8_MAX), FP8_MAX)
+    if FIX_INTERPRETER_CASTS:
+        q = _round_to_grid(q, 3, 127 - 9)  # e4m3: 3 mantissa bits, subnormal step 2^-9
+    return q
+
+
+@triton.jit
 def _quantize_rowwise_kernel(
     x_ptr,
     q_ptr,
@@ -68,8 +94,33 @@ def _quantize_rowwise_kernel(
     FP8_MAX: tl.constexpr,
     FIX_INTERPRETER_CASTS: tl.constexpr,
 ):
-    # One program quantises BLOCK_M whole rows.  Pass 1 finds each row's amax, pass 2 scales and
-    # casts; when K <= BLOCK_K both passes touch one tile and pass 2 re-reads it from cache.
+    # One program quantises BLOCK_M whole rows, held in registers (BLOCK_K >= K): one read, one
+    # write, the bandwidth minimum.
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    cols = tl.arange(0, BLOCK_K)
+    mask = row_mask[:, None] & (cols[None, :] < K)
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    q = _quantize_tile(x, row_mask, scale_ptr + rows, AMAX_EPS_C, FP8_MAX, FIX_INTERPRETER_CASTS)
+    tl.store(q_ptr + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _quantize_rowwise_looped_kernel(
+    x_ptr,
+    q_ptr,
+    scale_ptr,
+    M,
+    K,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    AMAX_EPS_C: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    FIX_INTERPRETER_CASTS: tl.constexpr,
+):
+    # Rows too long for registers: pass 1 finds each row's amax, pass 2 scales and casts.
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < M
@@ -81,21 +132,74 @@ def _quantize_rowwise_kernel(
         mask = row_mask[:, None] & ((k0 + cols)[None, :] < K)
         x = tl.load(x_ptr + row_off + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
-
-    # Correctly rounded divisions so the result matches the PyTorch reference bit for bit.
-    scale = tl.div_rn(tl.maximum(amax, AMAX_EPS_C), FP8_MAX)
-    tl.store(scale_ptr + rows, scale, mask=row_mask)
+    amax = tl.maximum(amax, AMAX_EPS_C)
+    tl.store(scale_ptr + rows, tl.div_rn(amax, FP8_MAX), mask=row_mask)
+    inv_scale = tl.div_rn(tl.full(amax.shape, FP8_MAX, tl.float32), amax)
 
     for k0 in range(0, K, BLOCK_K):
         mask = row_mask[:, None] & ((k0 + cols)[None, :] < K)
         x = tl.load(x_ptr + row_off + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        q = tl.div_rn(x, scale[:, None])
-        # Rounding can push |q| a hair past 448, and e4m3fn has no inf: a value past its range
-        # becomes NaN, so clamp first.
-        q = tl.minimum(tl.maximum(q, -FP8_MAX), FP8_MAX)
+        q = tl.minimum(tl.maximum(x * inv_scale[:, None], -FP8_MAX), FP8_MAX)
         if FIX_INTERPRETER_CASTS:
-            q = _round_to_grid(q, 3, 127 - 9)  # e4m3: 3 mantissa bits, subnormal step 2^-9
+            q = _round_to_grid(q, 3, 127 - 9)
         tl.store(q_ptr + row_off + k0 + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _layer_norm_quantize_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    q_ptr,
+    scale_ptr,
+    M,
+    K,
+    eps,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    AMAX_EPS_C: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    FIX_INTERPRETER_CASTS: tl.constexpr,
+):
+    # LayerNorm and rowwise quantisation in one pass: the normalised rows never go to memory
+    # in bf16 (a separate LayerNorm writes them, the quantiser reads them back).
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    cols = tl.arange(0, BLOCK_K)
+    col_mask = cols < K
+    mask = row_mask[:, None] & col_mask[None, :]
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / K
+    centred = tl.where(mask, x - mean[:, None], 0.0)
+    var = tl.sum(centred * centred, axis=1) / K
+    rstd = 1.0 / tl.sqrt(var + eps)
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    # Padding columns stay exactly 0 (centred, w and b are 0 there), so they cannot raise amax.
+    normed = centred * rstd[:, None] * w[None, :] + b[None, :]
+    q = _quantize_tile(
+        normed, row_mask, scale_ptr + rows, AMAX_EPS_C, FP8_MAX, FIX_INTERPRETER_CASTS
+    )
+    tl.store(q_ptr + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+
+
+# Rows up to this many elements are held in registers by one program (a single read).
+MAX_REGISTER_ROW = 16384
+# Longer rows are walked in tiles of this many elements, twice (amax, then quantise).
+LOOPED_BLOCK_K = 8192
+
+
+def _row_tiling(K: int) -> tuple[int, int, int]:
+    """``(BLOCK_M, BLOCK_K, num_warps)`` for the row kernels: ~8K elements a program (enough
+    16-byte loads in flight, few registers a thread), whole rows when they fit."""
+    block_k = triton.next_power_of_2(max(K, 1))
+    if block_k > MAX_REGISTER_ROW:
+        block_k = LOOPED_BLOCK_K
+    block_m = max(1, min(64, 8192 // block_k))
+    num_warps = 4 if block_m * block_k <= 4096 else (8 if block_m * block_k <= 8192 else 16)
+    return block_m, block_k, num_warps
 
 
 def quantize_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,11 +209,9 @@ def quantize_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     scale = torch.empty((M,), dtype=torch.float32, device=x.device)
     if M == 0:
         return q, scale
-    # About 8K elements a program: enough 16-byte loads in flight, few registers a thread.
-    block_k = min(triton.next_power_of_2(max(K, 1)), 8192)
-    block_m = max(1, min(64, 8192 // block_k))
-    grid = (triton.cdiv(M, block_m),)
-    _quantize_rowwise_kernel[grid](
+    block_m, block_k, num_warps = _row_tiling(K)
+    kernel = _quantize_rowwise_kernel if block_k >= K else _quantize_rowwise_looped_kernel
+    kernel[(triton.cdiv(M, block_m),)](
         x,
         q,
         scale,
@@ -120,7 +222,37 @@ def quantize_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         AMAX_EPS_C=AMAX_EPS,
         FP8_MAX=FP8_E4M3_MAX,
         FIX_INTERPRETER_CASTS=interpreting() and interpreter_casts_need_fixing(),
-        num_warps=4 if block_m * block_k <= 4096 else 8,
+        num_warps=num_warps,
+    )
+    return q, scale
+
+
+def layer_norm_quantize_rowwise_triton(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused ``LayerNorm(x) * weight + bias`` -> ``(fp8 [M, K], scale [M])``; ``K`` must be at
+    most ``MAX_REGISTER_ROW`` (the caller checks)."""
+    M, K = x.shape
+    q = torch.empty((M, K), dtype=torch.float8_e4m3fn, device=x.device)
+    scale = torch.empty((M,), dtype=torch.float32, device=x.device)
+    if M == 0:
+        return q, scale
+    block_m, block_k, num_warps = _row_tiling(K)
+    _layer_norm_quantize_kernel[(triton.cdiv(M, block_m),)](
+        x,
+        weight,
+        bias,
+        q,
+        scale,
+        M,
+        K,
+        eps,
+        BLOCK_M=block_m,
+        BLOCK_K=block_k,
+        AMAX_EPS_C=AMAX_EPS,
+        FP8_MAX=FP8_E4M3_MAX,
+        FIX_INTERPRETER_CASTS=interpreting() and interpreter_casts_need_fixing(),
+        num_warps=num_warps,
     )
     return q, scale
 

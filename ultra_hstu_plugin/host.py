@@ -38,7 +38,11 @@ try:
     )
     from generative_recommenders.ops.layer_norm import layer_norm
     from generative_recommenders.ops.pytorch.pt_hstu_linear import pytorch_norm_mul_dropout
-    from generative_recommenders.ops.triton.triton_hstu_linear import triton_norm_mul_dropout
+    from generative_recommenders.ops.triton.triton_hstu_linear import (
+        triton_layer_norm_mul_dropout_bwd,
+        triton_layer_norm_mul_dropout_fwd,
+        triton_norm_mul_dropout,
+    )
 except ImportError as e:  # pragma: no cover - exercised by tests without GR
     raise HostNotInstalledError(f"{GR_INSTALL_HINT}\n(import failed with: {e})") from e
 
@@ -175,6 +179,8 @@ __all__ = [
     "hstu_compute_uqvk",
     "layer_norm",
     "pytorch_norm_mul_dropout",
+    "triton_layer_norm_mul_dropout_bwd",
+    "triton_layer_norm_mul_dropout_fwd",
     "triton_norm_mul_dropout",
     "load_dmp_checkpoint",
     "load_nonsparse_checkpoint",

@@ -22,11 +22,13 @@ from ultra_hstu_plugin.kernels import fp8_gemm_triton as kern  # noqa: E402
 from ultra_hstu_plugin.kernels.fp8_gemm import (  # noqa: E402
     fp8_addmm,
     fp8_supported,
+    layer_norm_quantize_rowwise,
     quantize_rowwise,
     quantize_weight,
 )
 from ultra_hstu_plugin.kernels.fp8_gemm_reference import (  # noqa: E402
     fp8_addmm_reference,
+    layer_norm_quantize_rowwise_reference,
     quantize_rowwise_reference,
 )
 from ultra_hstu_plugin.quant import fp8_linear  # noqa: E402
@@ -119,6 +121,84 @@ def test_quantize_property(M, k16, log_scale, seed):
     deq = q.float() * s[:, None]
     err = (deq - x.float()).abs()
     assert (err <= 2.0**-4 * x.float().abs() + 2.0**-9 * 448 * s[:, None]).all()
+
+
+@needs_kernel
+def test_quantize_long_rows_take_the_looped_kernel(monkeypatch):
+    # Rows longer than MAX_REGISTER_ROW are quantised in two passes; shrink the limit so a
+    # small row exercises that kernel, including a K tail that is not a multiple of BLOCK_K.
+    monkeypatch.setattr(kern, "MAX_REGISTER_ROW", 32)
+    monkeypatch.setattr(kern, "LOOPED_BLOCK_K", 32)
+    x = _rand(9, 80, scale=4.0, seed=11)
+    x[3] = 0.0
+    q, s = quantize_rowwise(x)
+    q_ref, s_ref = quantize_rowwise_reference(x)
+    assert torch.equal(s, s_ref)
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+# --------------------------------------------------------------------------------------------
+# LayerNorm fused with the quantiser
+# --------------------------------------------------------------------------------------------
+
+
+def _ln_params(K, seed):
+    return _rand(K, scale=1.0, seed=seed) + 1.0, _rand(K, scale=0.5, seed=seed + 1)
+
+
+def _assert_ln_quant_close(q, s, q_ref, s_ref):
+    """Fused kernel vs reference: the LayerNorm statistics are summed in a different order,
+    so scales agree to fp32 rounding and a code may sit one e4m3 step away, rarely."""
+    torch.testing.assert_close(s, s_ref, rtol=1e-5, atol=0)
+    deq, deq_ref = q.float() * s[:, None], q_ref.float() * s_ref[:, None]
+    step = 2.0**-3 * deq_ref.abs() + 2.0**-9 * s_ref[:, None] * 448  # one e4m3 spacing
+    assert ((deq - deq_ref).abs() <= step * 1.01).all()
+    assert (q.view(torch.uint8) != q_ref.view(torch.uint8)).float().mean() < 0.01
+
+
+@needs_kernel
+@settings(max_examples=12, deadline=None)
+@given(M=st.integers(1, 40), K=st.sampled_from([16, 48, 64, 96, 256]), seed=st.integers(0, 999))
+def test_layer_norm_quantize_matches_reference(M, K, seed):
+    x = _rand(M, K, scale=3.0, seed=seed) + 0.5
+    w, b = _ln_params(K, seed)
+    q, s = layer_norm_quantize_rowwise(x, w, b, 1e-6)
+    assert q.dtype == FP8 and s.shape == (M,)
+    q_ref, s_ref = layer_norm_quantize_rowwise_reference(x, w, b, 1e-6)
+    _assert_ln_quant_close(q, s, q_ref, s_ref)
+    # and the reference is a LayerNorm: dequantised rows are within e4m3 error of F.layer_norm
+    ln = torch.nn.functional.layer_norm(x.float(), (K,), w.float(), b.float(), 1e-6)
+    deq = q.float() * s[:, None]
+    assert ((deq - ln).abs() <= 2.0**-4 * ln.abs() + 2.0**-9 * 448 * s[:, None] + 1e-6).all()
+
+
+@needs_kernel
+def test_layer_norm_quantize_constant_rows_give_the_bias():
+    # A constant row normalises to exactly 0, so it quantises to the bias alone; zero weight
+    # and bias give an all-zero row, which must not produce NaN.
+    K = 64
+    x = _rand(4, K, seed=5)
+    x[1] = 7.0
+    w, b = _ln_params(K, 5)
+    q, s = layer_norm_quantize_rowwise(x, w, b, 1e-6)
+    deq = q.float() * s[:, None]
+    assert torch.isfinite(deq).all()
+    b_q, b_s = quantize_rowwise_reference(b.float()[None, :])
+    torch.testing.assert_close(deq[1], (b_q.float() * b_s[:, None])[0], rtol=1e-5, atol=1e-6)
+    q0, s0 = layer_norm_quantize_rowwise(x, torch.zeros_like(w), torch.zeros_like(b), 1e-6)
+    assert (q0.float() == 0).all() and (s0 > 0).all()
+
+
+@needs_kernel
+def test_layer_norm_quantize_bad_inputs():
+    x = _rand(4, 64)
+    w, b = _ln_params(64, 0)
+    with pytest.raises(ValueError, match=r"LayerNorm weight must have shape \(64,\)"):
+        layer_norm_quantize_rowwise(x, w[:32], b)
+    with pytest.raises(TypeError, match="LayerNorm bias must have a dtype"):
+        layer_norm_quantize_rowwise(x, w, b.to(torch.int32))
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        layer_norm_quantize_rowwise(x[None], w, b)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from ultra_hstu_plugin.host import (
     STULayerConfig,
     hstu_compute_output,
     hstu_compute_uqvk,
-    layer_norm,
     pytorch_norm_mul_dropout,
     triton_norm_mul_dropout,
 )
@@ -31,6 +30,7 @@ from ultra_hstu_plugin.kernels.fp8_gemm import fp8_supported
 from ultra_hstu_plugin.kernels.jagged_checks import check_jagged_offsets
 from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
 from ultra_hstu_plugin.modules.attention import sla_attention
+from ultra_hstu_plugin.modules.fp8_projections import fp8_output, fp8_uvqk
 from ultra_hstu_plugin.quant.fp8_linear import FP8LinearFunction
 
 logger = logging.getLogger(__name__)
@@ -144,17 +144,16 @@ class UltraHSTULayer(STULayer):
     def _uvqk_fp8(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        normed_x = layer_norm(
+        uvqk = fp8_uvqk(
             x,
-            weight=self._input_norm_weight.to(x.dtype),
-            bias=self._input_norm_bias.to(x.dtype),
+            self._input_norm_weight.to(x.dtype),
+            self._input_norm_bias.to(x.dtype),
+            self._uvqk_weight,
+            self._uvqk_beta,
             eps=1e-6,
             kernel=self.hammer_kernel(),
+            backend=self._fp8_backend,
         )
-        # GR stores the projection as [in, out]; the FP8 GEMM takes [out, in].
-        uvqk = FP8LinearFunction.apply(
-            normed_x, self._uvqk_weight.t(), self._uvqk_beta, None, self._fp8_backend
-        ).to(x.dtype)
         h, a, n = self._hidden_dim, self._attention_dim, self._num_heads
         u, v, q, k = torch.split(uvqk, [h * n, h * n, a * n, a * n], dim=1)
         return (
@@ -162,6 +161,28 @@ class UltraHSTULayer(STULayer):
             q.view(-1, n, a),
             k.view(-1, n, a),
             v.view(-1, n, h),
+        )
+
+    def _fused_fp8_output(self) -> bool:
+        """GR's fused LayerNorm-mul-dropout kernel feeds the FP8 GEMM directly (TRITON kernel,
+        LayerNorm); other configurations go through ``_output_fp8`` and checkpointing."""
+        return self.hammer_kernel() == HammerKernel.TRITON and not self._use_group_norm
+
+    def _output_fp8_fused(
+        self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        return fp8_output(
+            attn,
+            u,
+            x,
+            self._output_norm_weight.to(x.dtype),
+            self._output_norm_bias.to(x.dtype),
+            self._output_weight,
+            eps=1e-6,
+            dropout_ratio=self._output_dropout_ratio,
+            training=self.training,
+            recompute_y=self._recompute_y,
+            backend=self._fp8_backend,
         )
 
     def _output_fp8(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -244,6 +265,8 @@ class UltraHSTULayer(STULayer):
             num_targets=num_targets if self._target_aware else None,
         ).reshape(-1, self._hidden_dim * self._num_heads)
         # GR's Triton output kernel recomputes y itself when asked; elsewhere checkpoint.
+        if fp8 and self._fused_fp8_output():
+            return self._output_fp8_fused(attn, u, x)
         if fp8:
             return self._maybe_checkpoint(self._recompute_y, self._output_fp8, attn, u, x)
         recompute_y_here = self._recompute_y and kernel != HammerKernel.TRITON
