@@ -477,6 +477,11 @@ def interpreter_casts_need_fixing() -> bool:
     return not (fp8_ok and torch.equal(h, x.to(torch.bfloat16)))
 
 
+GEMM_VARIANTS = ("auto", "pointer", "tma")
+# Which kernel won, per (M bucket, N, K, bias flags, bias dtype): decided once by timing both.
+_VARIANT_CHOICE: dict[tuple, str] = {}
+
+
 def fp8_addmm_triton(
     x_fp8: torch.Tensor,
     x_scale: torch.Tensor,
@@ -486,15 +491,85 @@ def fp8_addmm_triton(
     bias1d: torch.Tensor | None,
     config: dict | None = None,
     out: torch.Tensor | None = None,
+    variant: str = "auto",
 ) -> torch.Tensor:
     """Launch the GEMM (inputs already validated).  ``config`` pins one tile config (benchmarks);
-    ``out`` (bf16 ``[M, N]``, contiguous) lets tests pass a NaN-poisoned buffer."""
+    ``out`` (bf16 ``[M, N]``, contiguous) lets tests pass a NaN-poisoned buffer.
+
+    ``variant``: ``"pointer"`` (one program a tile, ``_fp8_addmm_kernel``), ``"tma"`` (the
+    persistent TMA kernel of ``fp8_gemm_tma_triton``, Hopper+) or ``"auto"``: on GPUs where
+    both apply, each is autotuned and timed on the first call for a shape and the faster one
+    is kept; elsewhere the pointer kernel.
+    """
+    if variant not in GEMM_VARIANTS:
+        raise ValueError(f"variant must be one of {GEMM_VARIANTS}, got {variant!r}")
     M, K = x_fp8.shape
     N = w_fp8.shape[0]
     if out is None:
         out = torch.empty((M, N), dtype=torch.bfloat16, device=x_fp8.device)
     if M == 0 or N == 0:
         return out
+    operands = (x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+    if variant == "auto":
+        # A pinned config names a pointer-kernel config unless a variant is given with it.
+        pinned = config is not None or interpreting()
+        variant = "pointer" if pinned else _choose_variant(operands, out)
+    if variant == "tma":
+        return _launch_tma(operands, out, config)
+    return _launch_pointer(operands, out, config)
+
+
+def _launch_tma(operands: tuple, out: torch.Tensor, config: dict | None) -> torch.Tensor:
+    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+
+    x_fp8, _, w_fp8, _, bias2d, _ = operands
+    ok = tma.tma_layout_ok if interpreting() else tma.tma_supported
+    if not ok(x_fp8, w_fp8, out, bias2d):
+        raise ValueError(
+            "the TMA GEMM needs a Hopper or newer GPU and 16-byte-aligned tensors and rows "
+            "(K % 16 == 0, N % 8 == 0 for a bf16 output and bias); use variant='pointer' or "
+            "'auto'"
+        )
+    if interpreting():
+        # Small tiles and few programs: the interpreter's cost is per program and element.
+        subtile = bool(config and config.get("EPILOGUE_SUBTILE"))
+        cfg = dict(INTERPRETER_CONFIG, EPILOGUE_SUBTILE=subtile)
+        fix = interpreter_casts_need_fixing()
+        return tma.fp8_addmm_tma(*operands, out, config=cfg, fix_interpreter_casts=fix, num_sms=3)
+    return tma.fp8_addmm_tma(*operands, out, config=config)
+
+
+def _choose_variant(operands: tuple, out: torch.Tensor) -> str:
+    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+
+    x_fp8, _, w_fp8, _, bias2d, bias1d = operands
+    M, K = x_fp8.shape
+    N = w_fp8.shape[0]
+    if not tma.tma_supported(x_fp8, w_fp8, out, bias2d):
+        return "pointer"
+    key = (
+        triton.next_power_of_2(M),
+        N,
+        K,
+        bias1d is not None,
+        None if bias2d is None else bias2d.dtype,
+    )
+    if key not in _VARIANT_CHOICE:
+        # First call for this shape: autotune both (their first launches), then time each.
+        timings = {}
+        for name, launch in (("pointer", _launch_pointer), ("tma", _launch_tma)):
+            launch(operands, out, None)
+            timings[name] = triton.testing.do_bench(
+                lambda launch=launch: launch(operands, out, None), warmup=5, rep=20
+            )
+        _VARIANT_CHOICE[key] = min(timings, key=timings.get)
+    return _VARIANT_CHOICE[key]
+
+
+def _launch_pointer(operands: tuple, out: torch.Tensor, config: dict | None) -> torch.Tensor:
+    x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d = operands
+    M, K = x_fp8.shape
+    N = w_fp8.shape[0]
     args = (
         x_fp8,
         w_fp8,

@@ -210,17 +210,24 @@ def test_layer_norm_quantize_bad_inputs():
 @pytest.mark.parametrize("M,K,N", [(1, 16, 8), (33, 48, 17), (100, 64, 72), (130, 128, 96)])
 @pytest.mark.parametrize("has_bias2d", [False, True])
 @pytest.mark.parametrize("has_bias1d", [False, True])
-def test_gemm_matches_reference(M, K, N, has_bias2d, has_bias1d):
+@pytest.mark.parametrize("variant", ["auto", "pointer", "tma"])
+def test_gemm_matches_reference(M, K, N, has_bias2d, has_bias1d, variant):
     x, w = _operands(M, K, N, seed=M * N)
     xq, sx = quantize_rowwise(x)
     wq, sw = quantize_weight(w)
     b2 = _rand(M, N, seed=7) if has_bias2d else None
     b1 = _rand(N, dtype=torch.float32, seed=8) if has_bias1d else None
 
-    y = kern.fp8_addmm_triton(xq, sx, wq, sw, b2, b1, out=_poisoned(M, N))
+    if variant == "tma" and N % 8:
+        # TMA needs 16-byte-aligned rows; "auto" falls back to the pointer kernel there.
+        with pytest.raises(ValueError, match="TMA GEMM needs"):
+            kern.fp8_addmm_triton(xq, sx, wq, sw, b2, b1, variant=variant)
+        return
+    y = kern.fp8_addmm_triton(xq, sx, wq, sw, b2, b1, out=_poisoned(M, N), variant=variant)
     assert y.dtype == torch.bfloat16 and y.shape == (M, N)
     assert torch.isfinite(y).all(), "unwritten (NaN-poisoned) or non-finite outputs"
-    assert torch.equal(y, fp8_addmm(xq, sx, wq, sw, bias2d=b2, bias1d=b1))
+    if variant == "auto":
+        assert torch.equal(y, fp8_addmm(xq, sx, wq, sw, bias2d=b2, bias1d=b1))
 
     # Tight vs the dequantised reference: summation order and one bf16 rounding differ.  On
     # Hopper the fp8 MMA accumulates with reduced precision (about 2^-13 of the sum of |terms|,
@@ -240,16 +247,26 @@ def test_gemm_matches_reference(M, K, N, has_bias2d, has_bias1d):
 
 
 @needs_kernel
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_gemm_zero_and_huge_rows(prefetch):
+@pytest.mark.parametrize(
+    "variant,option",
+    [("pointer", False), ("pointer", True), ("tma", False), ("tma", True)],
+    ids=["pointer", "pointer-prefetch-bias", "tma", "tma-epilogue-subtile"],
+)
+def test_gemm_zero_and_huge_rows(variant, option):
     M, K, N = 40, 64, 24
     x, w = _operands(M, K, N, seed=11, zero_rows=(0, 17, 39), huge_rows=(3,))
     xq, sx = quantize_rowwise(x)
     wq, sw = quantize_weight(w)
     b2 = _rand(M, N, seed=12)
     b1 = _rand(N, dtype=torch.float32, seed=13)
-    cfg = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4, "PREFETCH_BIAS": prefetch}
-    y = kern.fp8_addmm_triton(xq, sx, wq, sw, b2, b1, config=cfg, out=_poisoned(M, N))
+    if variant == "pointer":
+        cfg = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "GROUP_M": 4, "PREFETCH_BIAS": option}
+    else:  # 64-row tiles (Hopper MMAs) over 40 rows: TMA zero-fills and clips the rest
+        cfg = {"BLOCK_M": 64, "BLOCK_N": 16 if option else 32, "BLOCK_K": 64}
+        cfg.update(EPILOGUE_SUBTILE=option, num_warps=4, num_stages=3)
+    y = kern.fp8_addmm_triton(
+        xq, sx, wq, sw, b2, b1, config=cfg, out=_poisoned(M, N), variant=variant
+    )
     assert torch.isfinite(y).all()
     for r in (0, 17, 39):  # an all-zero row gives exactly the bias
         assert torch.equal(y[r], (b1 + b2[r].float()).to(torch.bfloat16))

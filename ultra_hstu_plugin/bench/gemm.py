@@ -110,6 +110,9 @@ def _edge_checks(fp8, kern, dev: torch.device) -> list[dict]:
         cfg = next((c for c in kern.GPU_CONFIGS if c.kwargs["PREFETCH_BIAS"] == prefetch), None)
         if cfg is not None:
             pinned.append(dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+    pinned = [("pointer", c) for c in pinned]
+    pinned.append(("tma", {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "EPILOGUE_SUBTILE": True,
+                           "num_warps": 8, "num_stages": 3}))  # fmt: skip
     rows = []
     for M, K, N in [(1000, 64, 200), (257, 2048, 136), (5, 1024, 4096)]:
         x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
@@ -121,11 +124,14 @@ def _edge_checks(fp8, kern, dev: torch.device) -> list[dict]:
         for cfg, has2d, has1d in [
             (c, b2d, b1d) for c in pinned for b2d in (False, True) for b1d in (False, True)
         ]:
+            variant, cfg = cfg
             b2 = torch.randn(M, N, device=dev, dtype=torch.bfloat16) if has2d else None
             b1 = torch.randn(N, device=dev) if has1d else None
             fp8.fp8_addmm(xq, sx, wq, sw, bias2d=b2, bias1d=b1, backend="pytorch")  # checks
             poison = torch.full((M, N), float("nan"), device=dev, dtype=torch.bfloat16)
-            y = kern.fp8_addmm_triton(xq, sx, wq, sw, b2, b1, config=cfg, out=poison)
+            y = kern.fp8_addmm_triton(
+                xq, sx, wq, sw, b2, b1, config=cfg, out=poison, variant=variant
+            )
             ref = fp8_addmm_reference(xq, sx, wq, sw, bias2d=b2, bias1d=b1)
             zero_row = torch.zeros(N, device=dev)
             if b1 is not None:
@@ -139,6 +145,7 @@ def _edge_checks(fp8, kern, dev: torch.device) -> list[dict]:
                 "N": N,
                 "bias2d": has2d,
                 "bias1d": has1d,
+                "variant": variant,
                 "config": str(cfg),
                 "finite": bool(torch.isfinite(y).all()),
                 "zero_row_is_bias": bool(torch.equal(y[0], zero_row.to(torch.bfloat16))),
@@ -189,6 +196,12 @@ def _measure_shape(
             xq, wq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16
         ),
         "ours_fp8_gemm_bias2d": lambda: fp8.fp8_addmm(xq, sx, wq, sw, bias2d=bias2d),
+        "ours_fp8_gemm_bias2d_pointer": lambda: kern.fp8_addmm_triton(
+            xq, sx, wq, sw, bias2d, None, variant="pointer"
+        ),
+        "ours_fp8_gemm_bias2d_tma": lambda: kern.fp8_addmm_triton(
+            xq, sx, wq, sw, bias2d, None, variant="tma"
+        ),
         "ours_quantize_plus_fp8_gemm_bias2d": lambda: fp8.fp8_addmm(
             *fp8.quantize_rowwise(x), wq, sw, bias2d=bias2d
         ),
@@ -209,7 +222,13 @@ def _measure_shape(
             graph_ms[name] = f"{type(e).__name__}: {str(e)[:120]}"
     host_us = {n: _host_us(impls[n]) for n in ("bf16_addmm_bias2d", "ours_fp8_gemm_bias2d")}
     base = times["bf16_addmm_bias2d"]
-    best = kern.autotuned_kernel().best_config
+    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+
+    best = {
+        "pointer": kern.autotuned_kernel().best_config,
+        "tma": tma.autotuned_kernel().best_config,
+    }
+    chosen = dict(kern._VARIANT_CHOICE)
     for name, ms in times.items():
         row = {"kind": "time", "M": M, "K": K, "N": N, "impl": name, "ms": ms}
         if name != "ours_quantize_only":
@@ -220,17 +239,24 @@ def _measure_shape(
         if name in host_us:
             row["host_us_per_call"] = host_us[name]
         if "fp8_gemm" in name:
-            row["config"] = str(best)
+            variant = name.rsplit("_", 1)[-1]
+            if variant in best:
+                row["config"] = str(best[variant])
+            else:  # the auto choice, made by timing both variants on the first call
+                row["auto_choice"] = str(chosen)
             row["vs_scaled_mm_plus_add"] = times["scaled_mm_rowwise_plus_add"] / ms
         writer.add(row)
     if sweep:
-        for cfg in kern.GPU_CONFIGS:
+        configs = [("pointer", c) for c in kern.GPU_CONFIGS]
+        configs += [("tma", c) for c in tma.TMA_CONFIGS]
+        for variant, cfg in configs:
             pinned = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-            row = {"kind": "sweep", "M": M, "K": K, "N": N, "config": str(pinned)}
+            row = {"kind": "sweep", "M": M, "K": K, "N": N, "variant": variant}
+            row["config"] = str(pinned)
             try:
 
-                def fn(p=pinned):
-                    return kern.fp8_addmm_triton(xq, sx, wq, sw, bias2d, None, config=p)
+                def fn(p=pinned, v=variant):
+                    return kern.fp8_addmm_triton(xq, sx, wq, sw, bias2d, None, config=p, variant=v)
 
                 y = fn()
                 row["rel_err_vs_autotuned"] = _rel_err(y, fp8.fp8_addmm(xq, sx, wq, sw, bias2d))
@@ -313,11 +339,20 @@ def _write_summary(out_dir: Path, meta: dict, rows: list[dict]) -> None:
             )
     sweep = [r for r in rows if r["kind"] == "sweep"]
     if sweep:
-        lines += ["", "## Tile sweep (ours, GEMM with 2D bias)", "", "| M | K | N | config | ms |"]
-        lines.append("| --- | --- | --- | --- | --- |")
+        lines += ["", "## Tile sweep (ours, GEMM with 2D bias)", ""]
+        lines += ["| M | K | N | kernel | config | ms |", "| --- | --- | --- | --- | --- | --- |"]
         for r in sweep:
             ms = f"{r['ms']:.3f}" if "ms" in r else r.get("error", "")
-            lines.append(f"| {r['M']} | {r['K']} | {r['N']} | {r['config']} | {ms} |")
+            lines.append(
+                f"| {r['M']} | {r['K']} | {r['N']} | {r.get('variant', 'pointer')} "
+                f"| {r['config']} | {ms} |"
+            )
+    choices = [r for r in rows if r.get("auto_choice")]
+    if choices:
+        lines += [
+            "",
+            f"Kernel chosen by `fp8_addmm` (timed on first call): {choices[-1]['auto_choice']}",
+        ]
     (out_dir / "gemm.md").write_text("\n".join(lines) + "\n")
 
 

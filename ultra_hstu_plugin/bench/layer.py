@@ -7,7 +7,8 @@ torchrec/fbgemm: GR's layer code imports only
 this script stands in for with ``torch.index_select`` when torchrec is absent (the
 stand-in is only reached by GR's jagged concat/split ops, which the layer does not use).
 
-Shape: B * L = 65536 tokens (B=16, L=4096), D=512, H=4, head dims 128, SLA k1=1024,
+Shape: B * L = 65536 tokens (B=16, L=4096), D=512, H=4 (``--dim``/``--heads`` change these),
+head dims 128, SLA k1=1024,
 k2=128, 32 candidates per sequence, HammerKernel.TRITON (GR's Triton layer norm, addmm
 and output kernels; our SLA attention).  GR's kernels autotune on first use: every
 variant is warmed up before timing.
@@ -59,6 +60,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--gr-path", default=None, help="GR checkout root (if not installed)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--dim", type=int, default=512, help="embedding dim D")
+    parser.add_argument("--heads", type=int, default=4, help="heads (head dims stay 128)")
+    parser.add_argument("--tag", default="", help="suffix of the output files (layer<tag>.*)")
     parser.add_argument("--profile", action="store_true", help="print each variant's top kernels")
     args = parser.parse_args(argv)
     if args.gr_path:
@@ -78,14 +82,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, object]] = []
-    jsonl = open(out_dir / "layer.jsonl", "w")
-
-    B, L, D = args.batch, args.seq_len, 512
+    B, L, D, H = args.batch, args.seq_len, args.dim, args.heads
+    stem = f"layer{args.tag}"
+    jsonl = open(out_dir / f"{stem}.jsonl", "w")
 
     def config(recompute: bool) -> STULayerConfig:
         return STULayerConfig(
             embedding_dim=D,
-            num_heads=4,
+            num_heads=H,
             hidden_dim=128,
             attention_dim=128,
             output_dropout_ratio=0.1,
@@ -161,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             table = prof.key_averages().table(
                 sort_by="cuda_time_total", row_limit=18, max_name_column_width=60
             )
-            (out_dir / f"layer_profile_{name}.txt").write_text(table)
+            (out_dir / f"{stem}_profile_{name}.txt").write_text(table)
             print(f"--- {name} (3 train steps) ---\n{table}", flush=True)
         row = {
             "variant": name,
@@ -186,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "B": B,
             "L": L,
             "D": D,
-            "heads": 4,
+            "heads": H,
             "head_dim": 128,
             "k1": 1024,
             "k2": 128,
@@ -200,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ratio_store = by["bf16-store"] / by["fp8-store"]
     meta["fp8_speedup_fwd_bwd"] = round(ratio, 3)
     meta["fp8_speedup_fwd_bwd_store"] = round(ratio_store, 3)
-    (out_dir / "layer.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
         "# ULTRA-HSTU layer train step: bf16 vs fp8",
         "",
@@ -215,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"fp8 speed-up on the train step: {ratio:.2f}x with GR's default recomputation, "
         f"{ratio_store:.2f}x with activations stored",
     ]
-    (out_dir / "layer.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
