@@ -157,6 +157,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rep=300,
                 return_mode="median",
             )
+        # Host time to issue one train step while the GPU is kept busy (so the host never
+        # waits on it): near the step's GPU time means the step is launch-bound; far above it
+        # means something in the step synchronises with the GPU.
+        host_ms = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU spinning
+            t0 = time.perf_counter()
+            step(layer)
+            host_ms.append((time.perf_counter() - t0) * 1e3)
+            torch.cuda.synchronize()
+        host_ms_median = sorted(host_ms)[len(host_ms) // 2]
         if args.profile:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                 for _ in range(3):
@@ -171,6 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "variant": name,
             "fwd_bwd_ms": round(ms_train, 4),
             "fwd_ms": round(ms_fwd, 4),
+            "host_issue_ms": round(host_ms_median, 3),
             "warmup_s": round(warm, 1),
             "tokens": B * L,
         }
@@ -212,9 +225,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Command: `{meta['command']}`",
         f"Shape: {meta['shape']}. fp8 vs bf16 output relative error (eval): {rel:.2e}.",
         "",
-        "| variant | fwd+bwd ms | fwd ms |",
-        "|---|---|---|",
-        *[f"| {r['variant']} | {r['fwd_bwd_ms']} | {r['fwd_ms']} |" for r in rows],
+        "| variant | fwd+bwd ms | fwd ms | host ms to issue fwd+bwd |",
+        "|---|---|---|---|",
+        *[
+            f"| {r['variant']} | {r['fwd_bwd_ms']} | {r['fwd_ms']} | {r['host_issue_ms']} |"
+            for r in rows
+        ],
         "",
         f"fp8 speed-up on the train step: {ratio:.2f}x with GR's default recomputation, "
         f"{ratio_store:.2f}x with activations stored",

@@ -88,7 +88,7 @@ class FP8LayerNormLinearFunction(torch.autograd.Function):
         grad_w = (
             (normed.detach().to(torch.bfloat16).t() @ g).to(ctx.weight_dtype) if need_w else None
         )
-        grad_b = grad_out.float().sum(0).to(ctx.bias_dtype) if need_b else None
+        grad_b = grad_out.sum(0, dtype=torch.float32).to(ctx.bias_dtype) if need_b else None
         grad_x = grad_nw = grad_nb = None
         if need_x or need_nw or need_nb:
             grad_normed = (g @ w_bf16.t()).to(normed.dtype)

@@ -78,7 +78,7 @@ class FP8LinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = (g.t() @ x_bf16).to(w_dtype)
         if ctx.needs_input_grad[2]:
-            grad_b = grad_out.float().sum(0).to(b_dtype)
+            grad_b = grad_out.sum(0, dtype=torch.float32).to(b_dtype)
         if ctx.needs_input_grad[3]:
             grad_r = grad_out.to(r_dtype)
         return grad_x, grad_w, grad_b, grad_r, None
