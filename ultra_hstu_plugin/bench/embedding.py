@@ -14,6 +14,19 @@ against the float table (within the rowwise step) before anything is timed.
 The GPU column runs only where torch sees a GPU *and* fbgemm has CUDA kernels for the
 int-n-bit lookup (the CPU-only ``fbgemm-gpu-cpu`` wheel has none); otherwise the JSON
 records why it did not run.  Writes ``DIR/embedding.json`` and ``DIR/embedding.md``.
+
+Triton GPU section (``--gpu-only`` runs it alone; it also runs after the CPU table wherever
+torch sees a GPU): torch and triton only, no torchrec or fbgemm.  For the same (rows, dim,
+ids) cases, plus each (rows, dim) at a large id batch, it builds the fp16 table and the INT4
+rows (``quantize_int4_rowwise``: fbgemm's bytes without fbgemm) from one fp32 table and times
+fp16 ``F.embedding`` against our Triton INT4 lookup (bf16 and fp16 output; rows unpadded and
+padded to 16 bytes) and the PyTorch INT4 reference, with ``triton.testing.do_bench`` medians
+(L2 flushed before each call).  The lookup is checked against the reference (bit for bit) and
+the fp32 table (within the rowwise step) before anything is timed.  Rows go to
+``DIR/embedding_gpu.jsonl`` as they are measured and ``DIR/embedding_gpu.md`` is rewritten after
+each; ``DIR/embedding_gpu.json`` at the end.
+
+    python -m ultra_hstu_plugin.bench.embedding --out DIR --gpu-only [--quick]
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from ultra_hstu_plugin.bench.common import git_commit
+from ultra_hstu_plugin.bench.common import RowWriter, git_commit
 
 # (rows, dim, ids per lookup): a large item table at two widths, and the ML-100k smoke width.
 CASES = [(1_000_000, 64, 8192), (500_000, 128, 8192), (100_000, 32, 8192)]
@@ -246,14 +259,249 @@ def _markdown(meta: Dict[str, Any], rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- Triton GPU section: torch + triton only (the GPU machine has no torchrec/fbgemm) ------
+
+# Inference batches of 8K ids take a few microseconds on a GPU, where launch overhead counts;
+# a large batch per (rows, dim) shows the bandwidth-bound regime.
+GPU_LARGE_IDS = 262_144
+
+
+def gpu_cases(quick: bool) -> List[tuple]:
+    base = QUICK_CASES if quick else CASES
+    return base + [(rows, dim, GPU_LARGE_IDS) for rows, dim, _ in base]
+
+
+def _do_bench(fn: Callable[[], object], warmup: int, rep: int) -> float:
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+def _graph_ms(fn: Callable[[], object]) -> Any:
+    """GPU time alone (CUDA-graph replays): do_bench's events also catch host time a call,
+    which at 8K ids is as long as the lookup.  No L2 flush between replays."""
+    import triton.testing
+
+    try:
+        fn()
+        torch.cuda.synchronize()
+        return float(triton.testing.do_bench_cudagraph(fn, rep=50, return_mode="median"))
+    except Exception as e:  # a secondary number: record why, go on
+        return f"{type(e).__name__}: {str(e)[:120]}"
+
+
+@torch.no_grad()
+def _gpu_check(w, ids, dim: int, tables: Dict[int, torch.Tensor]) -> Dict[str, Any]:
+    """Triton lookup == PyTorch reference bit for bit; within the rowwise step of fp32."""
+    from ultra_hstu_plugin.kernels.int4_embedding import int4_lookup
+    from ultra_hstu_plugin.kernels.int4_embedding_reference import int4_lookup_reference
+
+    exact = {}
+    for align, table in tables.items():
+        for dt in (torch.bfloat16, torch.float16, torch.float32):
+            got = int4_lookup(table, ids, dim, dt)
+            ref = int4_lookup_reference(table, ids, dim, dt)
+            exact[f"align{align}_{str(dt).removeprefix('torch.')}"] = bool(torch.equal(got, ref))
+    got = int4_lookup(tables[1], ids, dim, torch.float32)
+    x = w[ids]
+    step = (x.amax(dim=1) - x.amin(dim=1)) / 15
+    ratio = float(((got - x).abs().amax(dim=1) / step.clamp_min(1e-30)).max())
+    return {
+        "kind": "check",
+        "exact_vs_reference": exact,
+        "max_err_over_step": ratio,
+        "ok": all(exact.values()) and ratio <= 0.51,
+    }
+
+
+@torch.no_grad()
+def measure_gpu_case(
+    rows: int, dim: int, n_ids: int, writer: RowWriter, warmup: int, rep: int
+) -> None:
+    """Check, then time, fp16 F.embedding vs the Triton INT4 lookup on one (rows, dim, ids)."""
+    from ultra_hstu_plugin.kernels import int4_embedding as k4
+    from ultra_hstu_plugin.kernels import int4_embedding_triton as kern
+
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    w = torch.empty(rows, dim, device=dev)
+    w.uniform_(-(rows**-0.5), rows**-0.5, generator=gen)  # as the CPU table (torchrec's init)
+    ids = torch.randint(0, rows, (n_ids,), generator=gen, device=dev)
+    w16, w32 = w.half(), w
+    # Unpadded rows (dim/2 + 4 bytes, what the CPU table stores) and rows padded to 16 bytes
+    # (torchrec's CUDA alignment), which lets the kernel load a row's codes in one vector.
+    tables = {1: k4.quantize_int4_rowwise(w), 16: k4.quantize_int4_rowwise(w, row_alignment=16)}
+    case = {"rows": rows, "dim": dim, "ids_per_lookup": n_ids}
+    check = {**case, **_gpu_check(w, ids, dim, tables)}
+    writer.add(check)
+    if not check["ok"]:
+        raise SystemExit(f"Triton INT4 lookup check failed at rows={rows} dim={dim}: {check}")
+
+    bf16, fp16 = torch.bfloat16, torch.float16
+    out = torch.empty((n_ids, dim), dtype=bf16, device=dev)
+    variants: Dict[str, tuple] = {
+        # name: (fn, table, output element bytes)
+        "fp16 F.embedding": (lambda: torch.nn.functional.embedding(ids, w16), w16, 2),
+        "fp32 F.embedding": (lambda: torch.nn.functional.embedding(ids, w32), w32, 4),
+        "int4 triton bf16": (lambda: k4.int4_lookup(tables[1], ids, dim, bf16), tables[1], 2),
+        "int4 triton fp16": (lambda: k4.int4_lookup(tables[1], ids, dim, fp16), tables[1], 2),
+        "int4 triton bf16 align16": (
+            lambda: k4.int4_lookup(tables[16], ids, dim, bf16),
+            tables[16],
+            2,
+        ),
+        # the launcher alone into a preallocated output: the API's checks and allocation cost
+        "int4 triton bf16 kernel-only": (
+            lambda: kern.int4_lookup_triton(tables[1], ids, dim, bf16, out=out),
+            tables[1],
+            2,
+        ),
+        "int4 pytorch-ref bf16": (
+            lambda: k4.int4_lookup(tables[1], ids, dim, bf16, backend="pytorch"),
+            tables[1],
+            2,
+        ),
+    }
+    times = {}
+    for name, (fn, _, _) in variants.items():
+        fn()
+        torch.cuda.synchronize()
+        times[name] = _do_bench(fn, warmup, rep)
+    graph = {n: _graph_ms(variants[n][0]) for n in ("fp16 F.embedding", "int4 triton bf16")}
+    fp16_bytes = rows * dim * 2
+    base = times["fp16 F.embedding"]
+    for name, (_, table, out_bytes) in variants.items():
+        nbytes = table.numel() * table.element_size()
+        row_bytes = nbytes / rows
+        ms = times[name]
+        row = {
+            **case,
+            "kind": "time",
+            "variant": name,
+            "table_bytes": nbytes,
+            "bytes_per_row": row_bytes,
+            "fp16_bytes_over_this": fp16_bytes / nbytes,
+            "ms": ms,
+            "ids_per_s_millions": n_ids / ms / 1e3,
+            # rows read + output written (ids and L2 reuse of repeated rows ignored)
+            "gbytes_per_s": n_ids * (row_bytes + dim * out_bytes) / ms / 1e6,
+            "speedup_vs_fp16": base / ms,
+        }
+        if name in graph:
+            row["cuda_graph_ms"] = graph[name]
+        writer.add(row)
+
+
+def run_gpu(out_dir: Path, quick: bool, warmup: int, rep: int, argv: List[str]) -> Dict[str, Any]:
+    """The Triton GPU section alone: needs a CUDA device, torch and triton."""
+    import triton
+
+    if not torch.cuda.is_available():
+        raise SystemExit("the Triton GPU section needs a CUDA device; torch sees none")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda")
+    meta = {
+        "device": torch.cuda.get_device_name(dev),
+        "capability": ".".join(map(str, torch.cuda.get_device_capability(dev))),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "command": "python -m ultra_hstu_plugin.bench.embedding " + " ".join(argv),
+        "timing": f"triton.testing.do_bench median (L2 flushed before each call), "
+        f"warmup={warmup} ms, rep={rep} ms",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    print(json.dumps(meta), flush=True)
+    writer = RowWriter(out_dir, "embedding_gpu")
+    try:
+        for rows, dim, n_ids in gpu_cases(quick):
+            measure_gpu_case(rows, dim, n_ids, writer, warmup, rep)
+            torch.cuda.empty_cache()  # the case's tables are gone; give their memory back
+            (out_dir / "embedding_gpu.md").write_text(_gpu_markdown(meta, writer.rows))
+    finally:
+        writer.close()
+        (out_dir / "embedding_gpu.md").write_text(_gpu_markdown(meta, writer.rows))
+    result = {"meta": meta, "rows": writer.rows}
+    (out_dir / "embedding_gpu.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _gpu_markdown(meta: Dict[str, Any], rows: List[Dict[str, Any]]) -> str:
+    lines = [
+        "# Embedding lookups on the GPU: fp16 F.embedding vs Triton INT4 (rowwise), no fbgemm",
+        "",
+        *(f"- {k}: {v}" for k, v in meta.items()),
+        "",
+        "INT4 rows are fbgemm's fused layout (codes, fp16 scale, fp16 bias), built by",
+        "`quantize_int4_rowwise` (bit-identical to fbgemm's quantiser); `align16` pads rows to",
+        "16 bytes.  Ids are uniformly random (mostly cache misses).  `GB/s` counts the rows read",
+        "and the output written.  `kernel-only` is the Triton launcher into a preallocated",
+        "output, without the API's checks; `CUDA-graph ms` is GPU time alone (no host time, no",
+        "L2 flush).",
+        "",
+        "## Correctness (before timing)",
+        "",
+        "| rows | dim | ids | ok | bit-exact vs reference | max err / step |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if r["kind"] == "check":
+            exact = all(r["exact_vs_reference"].values())
+            lines.append(
+                f"| {r['rows']} | {r['dim']} | {r['ids_per_lookup']} | {r['ok']} | {exact} | "
+                f"{r['max_err_over_step']:.3f} |"
+            )
+    lines += [
+        "",
+        "## Timings (median ms)",
+        "",
+        "| rows | dim | ids | variant | MiB | bytes/row | fp16/this | ms | M ids/s | GB/s "
+        "| vs fp16 | CUDA-graph ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if r["kind"] != "time":
+            continue
+        g = r.get("cuda_graph_ms", "")
+        g = f"{g:.4f}" if isinstance(g, float) else g
+        lines.append(
+            f"| {r['rows']} | {r['dim']} | {r['ids_per_lookup']} | {r['variant']} | "
+            f"{r['table_bytes'] / 2**20:.1f} | {r['bytes_per_row']:.0f} | "
+            f"{r['fp16_bytes_over_this']:.2f}x | {r['ms']:.4f} | {r['ids_per_s_millions']:.0f} | "
+            f"{r['gbytes_per_s']:.0f} | {r['speedup_vs_fp16']:.2f}x | {g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="directory for embedding.json/md")
     p.add_argument("--quick", action="store_true", help="small tables (smoke run)")
     p.add_argument("--reps", type=int, default=200, help="timed lookups per variant")
+    p.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="only the Triton GPU section (torch + triton; no torchrec/fbgemm needed): "
+        "embedding_gpu.jsonl/json/md",
+    )
+    p.add_argument("--gpu-warmup", type=int, default=25, help="do_bench warm-up (ms), GPU section")
+    p.add_argument("--gpu-rep", type=int, default=100, help="do_bench repetition (ms), GPU section")
     a = p.parse_args(argv)
-    run(a.out, a.quick, a.reps, argv)
+    if not a.gpu_only:
+        try:
+            import fbgemm_gpu  # noqa: F401
+            import torchrec  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(
+                f"the CPU table needs torchrec and fbgemm ({e}); "
+                "--gpu-only runs the Triton GPU section without them"
+            ) from e
+        run(a.out, a.quick, a.reps, argv)
+    if a.gpu_only or torch.cuda.is_available():
+        run_gpu(a.out, a.quick, a.gpu_warmup, a.gpu_rep, argv)
     return 0
 
 

@@ -168,6 +168,23 @@ def per_table_bytes(module: torch.nn.Module) -> Dict[str, int]:
     raise TypeError(f"table_bytes: expected a torchrec embedding collection, got {type(module)}")
 
 
+def int4_table_rows(qec: trec_quant.EmbeddingCollection) -> Dict[str, Tuple[torch.Tensor, int]]:
+    """table name -> (uint8 rows ``[num_embeddings, dim/2 + 4]``, dim) of an INT4 collection.
+
+    Rows are in fbgemm's fused layout (codes, then fp16 scale and bias; the default of
+    ``ultra_hstu_plugin.kernels.int4_embedding.int4_lookup``), copied out of the TBE, which
+    keeps scale/bias first and pads rows to its alignment.
+    """
+    out = {}
+    configs = {t.name: t for t in qec.embedding_configs()}
+    for name, (tbe, i) in _tbe_of_tables(qec).items():
+        if configs[name].data_type != DataType.INT4:
+            raise ValueError(f"table {name} is {configs[name].data_type.name}, not INT4")
+        codes, scale_bias = tbe.split_embedding_weights(split_scale_shifts=True)[i]
+        out[name] = (torch.cat([codes, scale_bias], dim=1), configs[name].embedding_dim)
+    return out
+
+
 def table_bytes(module: torch.nn.Module) -> int:
     """Total bytes of the embedding rows of a float or quantized torchrec collection."""
     return sum(per_table_bytes(module).values())
