@@ -105,19 +105,24 @@ def _rel_err(a, b):
 def test_fp8_uvqk_matches_layer_norm_then_linear(backend):
     # Forward within e4m3 error of LayerNorm + bf16 linear; backward equal to autograd through
     # the same bf16 ops (it recomputes the LayerNorm and runs bf16 GEMMs).
+    # The Triton backend runs on an FP8 GPU when there is one, else in the CPU interpreter.
+    dev = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
     g = torch.Generator().manual_seed(0)
     M, K, N = 45, 64, 96
-    x = (torch.randn(M, K, generator=g) * 2).bfloat16().requires_grad_()
-    nw = (torch.randn(K, generator=g) * 0.3 + 1).bfloat16().requires_grad_()
-    nb = (torch.randn(K, generator=g) * 0.3).bfloat16().requires_grad_()
-    w = (torch.randn(K, N, generator=g) * K**-0.5).requires_grad_()  # fp32 master, [in, out]
-    b = (torch.randn(N, generator=g) * 0.1).requires_grad_()
+
+    def r(*shape, scale=1.0, shift=0.0, dtype=torch.bfloat16):
+        t = torch.randn(*shape, generator=g) * scale + shift
+        return t.to(dtype).to(dev).requires_grad_()
+
+    x, nw, nb = r(M, K, scale=2.0), r(K, scale=0.3, shift=1.0), r(K, scale=0.3)
+    w = r(K, N, scale=K**-0.5, dtype=torch.float32)  # fp32 master weight, [in, out]
+    b = r(N, scale=0.1, dtype=torch.float32)
     out = fp8_uvqk(x, nw, nb, w, b, 1e-6, HammerKernel.PYTORCH, backend=backend)
     normed = torch.nn.functional.layer_norm(x, (K,), nw, nb, 1e-6)
     ref = torch.addmm(b.bfloat16(), normed, w.bfloat16())
     assert out.dtype == torch.bfloat16 and out.shape == (M, N)
     assert _rel_err(out, ref) < 5e-2  # two e4m3 operands, ~2^-5 relative rounding each
-    dout = torch.randn(M, N, generator=g).bfloat16()
+    dout = torch.randn(M, N, generator=g).bfloat16().to(dev)
     grads = torch.autograd.grad(out, [x, nw, nb, w, b], dout)
     refs = torch.autograd.grad(ref, [x, nw, nb, w, b], dout)
     for name, a, r in zip(["x", "norm_w", "norm_b", "w", "b"], grads, refs):
@@ -252,7 +257,7 @@ def test_fp8_output_backward_equals_gr_on_gpu(recompute_y, dropout):
         77,
         recompute_y,
     )
-    assert _rel_err(out - x, ref - x) < 3e-2
+    assert _rel_err(out - x, ref - x) < 5e-2  # two e4m3 operands
     dout = torch.randn_like(ref)
     params = [attn, u, x, nw, nb, w]
     grads = torch.autograd.grad(out, params, dout)
@@ -284,7 +289,10 @@ def test_fp8_layer_train_step_close_to_bf16_on_gpu():
     )
     x = torch.randn(int(lengths.sum()), 128, device="cuda").bfloat16().requires_grad_()
     y8, y = fp8(x=x, **kw), ref(x=x, **kw)
-    assert _rel_err(y8 - x, y - x) < 5e-2
+    assert _rel_err(y8, y) < 3e-2  # as the CPU test above
+    # without the residual: e4m3 error of the uvqk projection, carried through attention, plus
+    # the output projection's own
+    assert _rel_err(y8 - x, y - x) < 1e-1
     g = torch.randn_like(y)
     grads8 = torch.autograd.grad(y8, [x, fp8._uvqk_weight, fp8._output_weight], g)
     grads = torch.autograd.grad(y, [x, ref._uvqk_weight, ref._output_weight], g)

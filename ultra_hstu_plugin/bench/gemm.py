@@ -267,6 +267,63 @@ def _measure_shape(
             writer.add(row)
 
 
+def host_overheads(fp8, kern, dev: torch.device) -> list[dict]:
+    """Host microseconds a call of each piece of the FP8 path (GPU kept busy, so no call
+    waits on it), at the layer bench's uvqk shape: where a launch-bound step spends its time."""
+    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+
+    M, K, N = 65536, 512, 2048
+    x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+    w = torch.randn(N, K, device=dev, dtype=torch.bfloat16)
+    b1 = torch.randn(N, device=dev)
+    ln_w, ln_b = torch.ones(K, device=dev), torch.zeros(K, device=dev)
+    xq, sx = fp8.quantize_rowwise(x)
+    wq, sw = fp8.quantize_weight(w)
+    out = torch.empty(M, N, device=dev, dtype=torch.bfloat16)
+    pieces: dict[str, Callable[[], object]] = {
+        "torch.addmm bf16 (1D bias)": lambda: torch.addmm(b1.bfloat16(), x, w.t()),
+        "quantize_rowwise": lambda: fp8.quantize_rowwise(x),
+        "layer_norm_quantize_rowwise": lambda: fp8.layer_norm_quantize_rowwise(x, ln_w, ln_b),
+        "quantize_rowwise (weight)": lambda: fp8.quantize_rowwise(w),
+        "fp8_addmm (public, auto)": lambda: fp8.fp8_addmm(xq, sx, wq, sw, bias1d=b1),
+        "launcher, pointer kernel": lambda: kern.fp8_addmm_triton(
+            xq, sx, wq, sw, None, b1, out=out, variant="pointer"
+        ),
+        "launcher, TMA kernel": lambda: kern.fp8_addmm_triton(
+            xq, sx, wq, sw, None, b1, out=out, variant="tma"
+        ),
+        "TMA kernel alone (pinned config)": lambda: tma.fp8_addmm_tma(
+            xq,
+            sx,
+            wq,
+            sw,
+            None,
+            b1,
+            out,
+            config={
+                "BLOCK_M": 128,
+                "BLOCK_N": 256,
+                "BLOCK_K": 128,
+                "EPILOGUE_SUBTILE": True,
+            },  # fmt: skip
+        ),
+    }
+    rows = []
+    for name, fn in pieces.items():
+        fn()
+        torch.cuda.synchronize()
+        calls = 200
+        torch.cuda._sleep(1_000_000_000)  # keep the GPU busy while the host issues the calls
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        us = (time.perf_counter() - t0) / calls * 1e6
+        torch.cuda.synchronize()
+        rows.append({"kind": "host", "piece": name, "host_us_per_call": round(us, 1)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[int, int, int]]):
     import triton
 
@@ -292,7 +349,9 @@ def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[in
     }
     print(json.dumps(meta), flush=True)
     torch.manual_seed(0)
-    for row in _edge_checks(fp8, kern, dev):
+    for row in host_overheads(fp8, kern, dev):
+        writer.add(row)
+    for row in _edge_checks(fp8, kern, dev) if shapes else []:
         writer.add(row)
     for M, K, N in shapes:
         _measure_shape(M, K, N, fp8, kern, writer, sweep, warmup, rep, dev)
@@ -347,6 +406,11 @@ def _write_summary(out_dir: Path, meta: dict, rows: list[dict]) -> None:
                 f"| {r['M']} | {r['K']} | {r['N']} | {r.get('variant', 'pointer')} "
                 f"| {r['config']} | {ms} |"
             )
+    host = [r for r in rows if r["kind"] == "host"]
+    if host:
+        lines += ["", "## Host time a call (GPU kept busy), M,K,N = 65536,512,2048", ""]
+        lines += ["| piece | host µs a call |", "| --- | --- |"]
+        lines += [f"| {r['piece']} | {r['host_us_per_call']} |" for r in host]
     choices = [r for r in rows if r.get("auto_choice")]
     if choices:
         lines += [
@@ -362,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sweep", action="store_true", help="also time each tile config alone")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warm-up (ms)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition time (ms)")
+    p.add_argument("--host-only", action="store_true", help="only the host-overhead table")
     p.add_argument(
         "--shapes", type=str, default=None, help="M,K,N;M,K,N;... (default: the three issue shapes)"
     )
@@ -369,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     shapes = SHAPES
     if a.shapes:
         shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
-    run(a.out, a.sweep, a.warmup, a.rep, shapes)
+    run(a.out, a.sweep, a.warmup, a.rep, [] if a.host_only else shapes)
 
 
 if __name__ == "__main__":
