@@ -12,6 +12,7 @@ implementations, so they trace under torch.compile.
 Inputs are checked before any launch; errors name the offending tensor and value.
 """
 
+import functools
 from typing import Optional, Union
 
 import torch
@@ -29,6 +30,18 @@ _INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _MIN_FP8_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with e4m3 tensor cores
 
 
+@functools.cache
+def _cuda_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    """``device``'s compute capability, cached: the query costs microseconds of host time, and
+    the FP8 path asks on every call (a launch-bound train step feels it)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _cuda_capability(index)
+
+
 def fp8_supported(device: Union[torch.device, str, None]) -> bool:
     """Whether the Triton FP8 kernels can run on ``device`` (CUDA, compute capability >= 8.9)."""
     if device is None:
@@ -36,7 +49,7 @@ def fp8_supported(device: Union[torch.device, str, None]) -> bool:
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return False
-    return torch.cuda.get_device_capability(device) >= _MIN_FP8_CAPABILITY
+    return cuda_capability(device) >= _MIN_FP8_CAPABILITY
 
 
 def _triton_module():

@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from ultra_hstu_plugin.kernels.fp8_gemm import cuda_capability
 from ultra_hstu_plugin.kernels.fp8_gemm_triton import _round_to_grid
 
 
@@ -178,7 +179,7 @@ def tma_supported(
 ) -> bool:
     """Whether the TMA kernel applies on the GPU: Hopper or newer, and a TMA-able layout."""
     device = x_fp8.device
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (9, 0):
+    if device.type != "cuda" or cuda_capability(device) < (9, 0):
         return False
     return tma_layout_ok(x_fp8, w_fp8, out, bias2d)
 

@@ -510,21 +510,25 @@ def fp8_addmm_triton(
     if M == 0 or N == 0:
         return out
     operands = (x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+    pinned = None
     if variant == "auto":
         # A pinned config names a pointer-kernel config unless a variant is given with it.
         pinned = config is not None or interpreting()
         variant = "pointer" if pinned else _choose_variant(operands, out)
     if variant == "tma":
-        return _launch_tma(operands, out, config)
+        return _launch_tma(operands, out, config, checked=pinned is False)
     return _launch_pointer(operands, out, config)
 
 
-def _launch_tma(operands: tuple, out: torch.Tensor, config: dict | None) -> torch.Tensor:
+def _launch_tma(
+    operands: tuple, out: torch.Tensor, config: dict | None, checked: bool = False
+) -> torch.Tensor:
+    """``checked``: the auto choice already made sure the TMA kernel applies."""
     from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
 
     x_fp8, _, w_fp8, _, bias2d, _ = operands
     ok = tma.tma_layout_ok if interpreting() else tma.tma_supported
-    if not ok(x_fp8, w_fp8, out, bias2d):
+    if not checked and not ok(x_fp8, w_fp8, out, bias2d):
         raise ValueError(
             "the TMA GEMM needs a Hopper or newer GPU and 16-byte-aligned tensors and rows "
             "(K % 16 == 0, N % 8 == 0 for a bf16 output and bias); use variant='pointer' or "
