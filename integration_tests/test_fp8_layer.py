@@ -155,23 +155,22 @@ def _output_inputs(M=37, H=32, D=64, dtype=torch.float32, device="cpu", seed=0):
     )
 
 
+def _gr_y(attn, u, norm_weight, norm_bias):
+    """GR's PyTorch LayerNorm-mul(-dropout off) with both concatenations: the output GEMM's
+    input in the layer."""
+    return pytorch_norm_mul_dropout(
+        x=attn, u=u, weight=norm_weight, bias=norm_bias, eps=1e-6, dropout_ratio=0.0,
+        training=False, concat_u=True, concat_x=True,
+    )  # fmt: skip
+
+
 def test_fp8_output_forward_matches_gr_reference():
     # GR's Triton LayerNorm-mul-dropout forward runs under the CPU interpreter; the result is
     # x + y @ W with y from GR's PyTorch reference, within e4m3 error.
     attn, u, x, nw, nb, w = _output_inputs()
     with torch.no_grad():
         out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, False, False, backend="pytorch")
-        y = pytorch_norm_mul_dropout(
-            x=attn,
-            u=u,
-            weight=nw,
-            bias=nb,
-            eps=1e-6,
-            dropout_ratio=0.0,
-            training=False,
-            concat_u=True,
-            concat_x=True,
-        )
+        y = _gr_y(attn, u, nw, nb)
         ref = x + y @ w
     # two e4m3 operands (~2^-5 relative rounding each) and a bf16 output
     assert _rel_err(out - x, ref - x) < 5e-2
@@ -186,34 +185,14 @@ def test_fp8_output_backward_wiring_on_cpu(monkeypatch, recompute_y):
     def reference_bwd(dy, x, u, weight, bias, compute_y, **_):
         leaves = [t.detach().requires_grad_() for t in (x, u, weight, bias)]
         with torch.enable_grad():
-            y = pytorch_norm_mul_dropout(
-                x=leaves[0],
-                u=leaves[1],
-                weight=leaves[2],
-                bias=leaves[3],
-                eps=1e-6,
-                dropout_ratio=0.0,
-                training=False,
-                concat_u=True,
-                concat_x=True,
-            )
+            y = _gr_y(*leaves)
         grads = torch.autograd.grad(y, leaves, dy)
         return (*grads, y.detach() if compute_y else None)
 
     monkeypatch.setattr(fp8_projections, "triton_layer_norm_mul_dropout_bwd", reference_bwd)
     attn, u, x, nw, nb, w = _output_inputs()
     out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, True, recompute_y, backend="pytorch")
-    y = pytorch_norm_mul_dropout(
-        x=attn,
-        u=u,
-        weight=nw,
-        bias=nb,
-        eps=1e-6,
-        dropout_ratio=0.0,
-        training=False,
-        concat_u=True,
-        concat_x=True,
-    )
+    y = _gr_y(attn, u, nw, nb)
     ref = x + y @ w
     dout = torch.randn_like(ref)
     params = [attn, u, x, nw, nb, w]

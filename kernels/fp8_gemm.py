@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 import torch
 
+from ultra_hstu_plugin.kernels.eager import plain_eager
 from ultra_hstu_plugin.kernels.fp8_gemm_reference import (
     FP8_DTYPE,
     fp8_addmm_reference,
@@ -128,20 +129,6 @@ def _check_addmm_inputs(
         raise ValueError(f"all tensors must be on one device, got {where}")
 
 
-def _plain_eager(t: torch.Tensor) -> bool:
-    """True outside torch.compile/export, fake or other dispatch modes and tensor subclasses.
-
-    There the public functions call the implementation directly: the custom-op dispatcher
-    costs tens of microseconds a call, which shows on sub-millisecond GEMMs.  Everywhere else
-    they go through the registered op, so tracing sees ``ultra_hstu::*``."""
-    return (
-        type(t) is torch.Tensor
-        and not torch.compiler.is_compiling()
-        and torch._C._len_torch_dispatch_stack() == 0
-        and not torch._C._is_torch_function_mode_enabled()
-    )
-
-
 def _fp8_addmm_impl(
     x_fp8: torch.Tensor,
     x_scale: torch.Tensor,
@@ -194,7 +181,7 @@ def fp8_addmm(
     ``w_scale [N]`` fp32, ``bias2d [M, N]`` and ``bias1d [N]`` optional (bf16, fp16 or fp32,
     contiguous).  Accumulates in fp32.  ``backend="pytorch"`` runs the reference on any device.
     """
-    if _plain_eager(x_fp8):
+    if plain_eager(x_fp8):
         return _fp8_addmm_impl(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
     return _fp8_addmm_op(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
 
@@ -235,7 +222,7 @@ def quantize_rowwise(x: torch.Tensor, backend: str = "triton") -> tuple[torch.Te
 
     All-zero rows get a positive scale and zeros; values are clamped to +-448 (no inf/NaN).
     """
-    if _plain_eager(x):
+    if plain_eager(x):
         return _quantize_rowwise_impl(x, backend)
     return _quantize_rowwise_op(x, backend)
 
@@ -296,7 +283,7 @@ def layer_norm_quantize_rowwise(
     The LayerNorm is computed in fp32 and quantised from fp32 (never rounded to ``x``'s
     dtype in between); rows longer than 16384 take the unfused PyTorch path.
     """
-    if _plain_eager(x):
+    if plain_eager(x):
         return _layer_norm_quantize_impl(x, weight, bias, eps, backend)
     return _layer_norm_quantize_op(x, weight, bias, eps, backend)
 

@@ -29,19 +29,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ultra_hstu_plugin.kernels.fp8_gemm import cuda_capability
-from ultra_hstu_plugin.kernels.fp8_gemm_triton import _round_to_grid
-
-
-@triton.jit
-def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
-    # Grouped order (as the pointer kernel): GROUP_M row-tiles share each W column-tile in L2.
-    num_pid_in_group = GROUP_M * num_pid_n
-    group_id = tile_id // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((tile_id % num_pid_in_group) % group_size_m)
-    pid_n = (tile_id % num_pid_in_group) // group_size_m
-    return pid_m, pid_n
+from ultra_hstu_plugin.kernels.fp8_gemm_triton import round_to_grid, tile_coords
 
 
 @triton.jit
@@ -69,7 +57,7 @@ def _epilogue_part(
     if HAS_BIAS2D:
         y += bias_desc.load([off_m, off_n]).to(tl.float32)
     if FIX_INTERPRETER_CASTS:
-        y = _round_to_grid(y, 7, 1)  # bf16 (see fp8_gemm_triton)
+        y = round_to_grid(y, 7, 1)  # bf16 (see fp8_gemm_triton)
     out_desc.store([off_m, off_n], y.to(out_desc.dtype))
 
 
@@ -104,7 +92,7 @@ def _fp8_addmm_tma_kernel(
     # flatten: the tile loop and the K loop form one software pipeline, so the next tile's
     # first operand loads are in flight while this tile's epilogue runs.
     for tile_id in tl.range(start_pid, num_tiles, NUM_SMS, flatten=True):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        pid_m, pid_n = tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)

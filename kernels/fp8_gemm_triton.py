@@ -38,7 +38,7 @@ AMAX_EPS = 1e-12
 
 
 @triton.jit
-def _round_to_grid(v, MANT_BITS: tl.constexpr, MIN_ULP_BIASED_EXP: tl.constexpr):
+def round_to_grid(v, MANT_BITS: tl.constexpr, MIN_ULP_BIASED_EXP: tl.constexpr):
     """Round fp32 ``v`` to the nearest value with MANT_BITS mantissa bits, ties to even, in fp32.
 
     Only for interpreters whose narrowing casts round wrongly (triton 3.9's fp32 -> e4m3 maps
@@ -77,8 +77,20 @@ def _quantize_tile(
     # becomes NaN, so clamp first.
     q = tl.minimum(tl.maximum(q, -FP8_MAX), FP8_MAX)
     if FIX_INTERPRETER_CASTS:
-        q = _round_to_grid(q, 3, 127 - 9)  # e4m3: 3 mantissa bits, subnormal step 2^-9
+        q = round_to_grid(q, 3, 127 - 9)  # e4m3: 3 mantissa bits, subnormal step 2^-9
     return q
+
+
+@triton.jit
+def _row_block(M, K, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """This program's BLOCK_M whole rows (BLOCK_K >= K): indices, masks and element offsets."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    cols = tl.arange(0, BLOCK_K)
+    col_mask = cols < K
+    mask = row_mask[:, None] & col_mask[None, :]
+    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    return rows, row_mask, cols, col_mask, mask, offs
 
 
 @triton.jit
@@ -96,12 +108,7 @@ def _quantize_rowwise_kernel(
 ):
     # One program quantises BLOCK_M whole rows, held in registers (BLOCK_K >= K): one read, one
     # write, the bandwidth minimum.
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < M
-    cols = tl.arange(0, BLOCK_K)
-    mask = row_mask[:, None] & (cols[None, :] < K)
-    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    rows, row_mask, _, _, mask, offs = _row_block(M, K, BLOCK_M, BLOCK_K)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     q = _quantize_tile(x, row_mask, scale_ptr + rows, AMAX_EPS_C, FP8_MAX, FIX_INTERPRETER_CASTS)
     tl.store(q_ptr + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
@@ -141,7 +148,7 @@ def _quantize_rowwise_looped_kernel(
         x = tl.load(x_ptr + row_off + k0 + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         q = tl.minimum(tl.maximum(x * inv_scale[:, None], -FP8_MAX), FP8_MAX)
         if FIX_INTERPRETER_CASTS:
-            q = _round_to_grid(q, 3, 127 - 9)
+            q = round_to_grid(q, 3, 127 - 9)
         tl.store(q_ptr + row_off + k0 + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
 
 
@@ -163,13 +170,7 @@ def _layer_norm_quantize_kernel(
 ):
     # LayerNorm and rowwise quantisation in one pass: the normalised rows never go to memory
     # in bf16 (a separate LayerNorm writes them, the quantiser reads them back).
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = rows < M
-    cols = tl.arange(0, BLOCK_K)
-    col_mask = cols < K
-    mask = row_mask[:, None] & col_mask[None, :]
-    offs = rows.to(tl.int64)[:, None] * K + cols[None, :]
+    rows, row_mask, cols, col_mask, mask, offs = _row_block(M, K, BLOCK_M, BLOCK_K)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     mean = tl.sum(x, axis=1) / K
     centred = tl.where(mask, x - mean[:, None], 0.0)
@@ -263,6 +264,19 @@ def layer_norm_quantize_rowwise_triton(
 
 
 @triton.jit
+def tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Grouped ("swizzled") tile order: consecutive tiles walk GROUP_M row-tiles down one
+    column of tiles before moving right, so the W tiles they share stay in L2."""
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = tile_id // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((tile_id % num_pid_in_group) % group_size_m)
+    pid_n = (tile_id % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+@triton.jit
 def _fp8_addmm_kernel(
     x_ptr,
     w_ptr,
@@ -286,17 +300,7 @@ def _fp8_addmm_kernel(
     GROUP_M: tl.constexpr,
     PREFETCH_BIAS: tl.constexpr,
 ):
-    # Grouped ("swizzled") ordering: consecutive programs walk GROUP_M row-tiles down one column
-    # of tiles before moving right, so the W tiles they share stay in L2.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    group_id = pid // num_pid_in_group
-    first_pid_m = group_id * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = tile_coords(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -346,7 +350,7 @@ def _fp8_addmm_kernel(
             bias2d = tl.load(bias2d_ptr + out_off, mask=mask, other=0.0)
         y += bias2d.to(tl.float32)
     if FIX_INTERPRETER_CASTS:
-        y = _round_to_grid(y, 7, 1)  # bf16: 7 mantissa bits
+        y = round_to_grid(y, 7, 1)  # bf16: 7 mantissa bits
     tl.store(out_ptr + out_off, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -24,6 +24,7 @@ from typing import Optional, Union
 
 import torch
 
+from ultra_hstu_plugin.kernels.eager import plain_eager
 from ultra_hstu_plugin.kernels.int4_embedding_reference import (
     OUT_DTYPES,
     int4_lookup_reference,
@@ -122,20 +123,6 @@ def _check_triton_device(device: torch.device) -> None:
         )
 
 
-def _plain_eager(t: torch.Tensor) -> bool:
-    """True outside torch.compile/export, fake or other dispatch modes and tensor subclasses.
-
-    There the public function calls the implementation directly: the custom-op dispatcher
-    costs tens of microseconds a call, as much as the lookup itself at inference batch sizes.
-    Everywhere else it goes through the registered op, so tracing sees ``ultra_hstu::*``."""
-    return (
-        type(t) is torch.Tensor
-        and not torch.compiler.is_compiling()
-        and torch._C._len_torch_dispatch_stack() == 0
-        and not torch._C._is_torch_function_mode_enabled()
-    )
-
-
 def _int4_lookup_impl(
     table: torch.Tensor,
     ids: torch.Tensor,
@@ -198,7 +185,7 @@ def int4_lookup(
     """
     if check_ids is None:
         check_ids = table.device.type == "cpu"
-    if _plain_eager(table):
+    if plain_eager(table):
         return _int4_lookup_impl(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids)
     return _int4_lookup_op(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids)
 
