@@ -23,6 +23,7 @@ from ultra_hstu_plugin.kernels.fp8_gemm_reference import (
     fp8_addmm_reference,
     layer_norm_quantize_rowwise_reference,
     quantize_rowwise_reference,
+    quantize_weight_in_out_reference,
 )
 
 BACKENDS = ("triton", "pytorch")
@@ -286,6 +287,23 @@ def layer_norm_quantize_rowwise(
     if plain_eager(x):
         return _layer_norm_quantize_impl(x, weight, bias, eps, backend)
     return _layer_norm_quantize_op(x, weight, bias, eps, backend)
+
+
+def quantize_weight_in_out(
+    w: torch.Tensor, backend: str = "triton"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A projection weight in GR's ``[in, out]`` layout -> ``(w_fp8 [out, in], w_scale [out],
+    w_bf16 [in, out])``: rounded to bf16, quantised per output channel and transposed for the
+    GEMM in one kernel (instead of a cast, a transposing copy and the quantiser).  ``w_bf16``
+    is what a bf16 backward multiplies by; it is ``w`` itself when ``w`` is bf16.  Not a
+    custom op: weights are parameters, outside any traced activation graph's hot path."""
+    _check_backend(backend)
+    _check_quantize_input(w)
+    w = w.detach()
+    if backend == "pytorch":
+        return quantize_weight_in_out_reference(w)
+    _check_triton_device(w.device, "quantize_weight_in_out")
+    return _triton_module().quantize_weight_in_out_triton(w.contiguous())
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

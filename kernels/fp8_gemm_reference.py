@@ -58,6 +58,17 @@ def layer_norm_quantize_rowwise_reference(
     return _quantize_rows_fp32(normed)
 
 
+def quantize_weight_in_out_reference(
+    w: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GR's ``[in, out]`` projection weight -> ``(w_fp8 [out, in], scale [out], w_bf16 [in, out])``:
+    the weight rounded to bf16 (what the bf16 backward multiplies by), then quantised per
+    output channel from that bf16 copy."""
+    w_bf16 = w.to(torch.bfloat16)
+    q, scale = quantize_rowwise_reference(w_bf16.t())
+    return q.contiguous(), scale, w_bf16
+
+
 def dequantize_rowwise_reference(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`quantize_rowwise_reference` up to rounding, in fp32."""
     return q.float() * scale[:, None]

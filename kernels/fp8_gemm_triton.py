@@ -186,6 +186,88 @@ def _layer_norm_quantize_kernel(
     tl.store(q_ptr + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _quantize_weight_in_out_kernel(
+    w_ptr,
+    q_ptr,
+    scale_ptr,
+    w_bf16_ptr,
+    K,
+    N,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    WRITE_BF16: tl.constexpr,
+    AMAX_EPS_C: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    FIX_INTERPRETER_CASTS: tl.constexpr,
+):
+    # One program owns BLOCK_N output channels (columns of the [K, N] weight): pass 1 rounds
+    # them to bf16 (writing that copy if asked) and finds each column's amax, pass 2 quantises
+    # and stores them transposed, each channel's K values contiguous ([N, K], as the GEMM reads).
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    ks = tl.arange(0, BLOCK_K)
+    amax = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        mask = ((k0 + ks)[:, None] < K) & col_mask[None, :]
+        offs = (k0 + ks).to(tl.int64)[:, None] * N + cols[None, :]
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if FIX_INTERPRETER_CASTS:
+            w = round_to_grid(w, 7, 1)
+        w = w.to(tl.bfloat16)
+        if WRITE_BF16:
+            tl.store(w_bf16_ptr + offs, w, mask=mask)
+        amax = tl.maximum(amax, tl.max(tl.abs(w.to(tl.float32)), axis=0))
+    amax = tl.maximum(amax, AMAX_EPS_C)
+    tl.store(scale_ptr + cols, tl.div_rn(amax, FP8_MAX), mask=col_mask)
+    inv_scale = tl.div_rn(tl.full(amax.shape, FP8_MAX, tl.float32), amax)
+    for k0 in range(0, K, BLOCK_K):
+        mask = ((k0 + ks)[:, None] < K) & col_mask[None, :]
+        offs = (k0 + ks).to(tl.int64)[:, None] * N + cols[None, :]
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if FIX_INTERPRETER_CASTS:
+            w = round_to_grid(w, 7, 1)
+        w = w.to(tl.bfloat16).to(tl.float32)
+        q = tl.minimum(tl.maximum(w * inv_scale[None, :], -FP8_MAX), FP8_MAX)
+        if FIX_INTERPRETER_CASTS:
+            q = round_to_grid(q, 3, 127 - 9)
+        q_offs = cols.to(tl.int64)[None, :] * K + (k0 + ks)[:, None]
+        tl.store(q_ptr + q_offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+
+
+def quantize_weight_in_out_triton(
+    w: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``w [K, N]`` (contiguous) -> ``(w_fp8 [N, K], scale [N], w_bf16 [K, N])`` in one kernel;
+    ``w_bf16`` is ``w`` itself when it is bf16 already."""
+    K, N = w.shape
+    q = torch.empty((N, K), dtype=torch.float8_e4m3fn, device=w.device)
+    scale = torch.empty((N,), dtype=torch.float32, device=w.device)
+    write_bf16 = w.dtype != torch.bfloat16
+    w_bf16 = torch.empty((K, N), dtype=torch.bfloat16, device=w.device) if write_bf16 else w
+    if K == 0 or N == 0:
+        from ultra_hstu_plugin.kernels.fp8_gemm_reference import quantize_weight_in_out_reference
+
+        return quantize_weight_in_out_reference(w)
+    block_n = 16 if interpreting() else 64
+    _quantize_weight_in_out_kernel[(triton.cdiv(N, block_n),)](
+        w,
+        q,
+        scale,
+        w_bf16,
+        K,
+        N,
+        BLOCK_K=32 if interpreting() else 64,
+        BLOCK_N=block_n,
+        WRITE_BF16=write_bf16,
+        AMAX_EPS_C=AMAX_EPS,
+        FP8_MAX=FP8_E4M3_MAX,
+        FIX_INTERPRETER_CASTS=interpreting() and interpreter_casts_need_fixing(),
+        num_warps=4,
+    )
+    return q, scale, w_bf16
+
+
 # Rows up to this many elements are held in registers by one program (a single read).
 MAX_REGISTER_ROW = 16384
 # Longer rows are walked in tiles of this many elements, twice (amax, then quantise).

@@ -25,11 +25,13 @@ from ultra_hstu_plugin.kernels.fp8_gemm import (  # noqa: E402
     layer_norm_quantize_rowwise,
     quantize_rowwise,
     quantize_weight,
+    quantize_weight_in_out,
 )
 from ultra_hstu_plugin.kernels.fp8_gemm_reference import (  # noqa: E402
     fp8_addmm_reference,
     layer_norm_quantize_rowwise_reference,
     quantize_rowwise_reference,
+    quantize_weight_in_out_reference,
 )
 from ultra_hstu_plugin.quant import fp8_linear  # noqa: E402
 from ultra_hstu_plugin.quant.fp8_linear import FP8Linear, FP8LinearFunction  # noqa: E402
@@ -135,6 +137,28 @@ def test_quantize_long_rows_take_the_looped_kernel(monkeypatch):
     q_ref, s_ref = quantize_rowwise_reference(x)
     assert torch.equal(s, s_ref)
     assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("K,N", [(64, 40), (100, 17), (16, 130)])
+def test_quantize_weight_in_out_matches_reference_bitwise(K, N, dtype):
+    # GR's [in, out] weight -> bf16 copy, per-output-channel fp8 [out, in] and scales, in one
+    # kernel: bit for bit the cast, transpose and quantiser done separately.
+    w = _rand(K, N, dtype=dtype, scale=0.3, seed=K * N)
+    w[:, 3] = 0.0  # an all-zero output channel
+    q, s, w_bf16 = quantize_weight_in_out(w)
+    q_ref, s_ref, w_bf16_ref = quantize_weight_in_out_reference(w)
+    assert q.shape == (N, K) and q.is_contiguous() and s.shape == (N,)
+    assert torch.equal(w_bf16, w_bf16_ref)
+    assert torch.equal(s, s_ref)
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+    assert (q[3].float() == 0).all()
+    if dtype == torch.bfloat16:
+        assert w_bf16.data_ptr() == w.data_ptr()  # no copy when the weight is bf16 already
+    # and it is the quantiser applied to the transposed bf16 weight
+    q2, s2 = quantize_rowwise_reference(w.to(torch.bfloat16).t().contiguous())
+    assert torch.equal(q.view(torch.uint8), q2.view(torch.uint8)) and torch.equal(s, s2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,15 +36,14 @@ from ultra_hstu_plugin.kernels.fp8_gemm import (
     fp8_addmm,
     layer_norm_quantize_rowwise,
     quantize_rowwise,
+    quantize_weight_in_out,
 )
 
 
 def _quantized_weight(weight_in_out: torch.Tensor, backend: str):
     """GR keeps projections as ``[in, out]``; the GEMM takes ``[out, in]`` rows (one scale an
     output channel).  Returns ``(w_fp8, w_scale, w_bf16 [in, out])``."""
-    w_bf16 = weight_in_out.detach().to(torch.bfloat16)
-    w_fp8, w_scale = quantize_rowwise(w_bf16.t().contiguous(), backend=backend)
-    return w_fp8, w_scale, w_bf16
+    return quantize_weight_in_out(weight_in_out, backend=backend)
 
 
 class FP8LayerNormLinearFunction(torch.autograd.Function):
