@@ -139,7 +139,11 @@ def test_fp8_uvqk_only_computes_requested_gradients():
     assert gw.shape == w.shape and gw.dtype == w.dtype and torch.isfinite(gw).all()
 
 
-def _output_inputs(M=37, H=32, D=64, dtype=torch.float32, device="cpu", seed=0):
+# GR's Triton LayerNorm-mul-dropout forward runs on the GPU, or under the CPU interpreter.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _output_inputs(M=37, H=32, D=64, dtype=torch.float32, device=TRITON_DEVICE, seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape, scale=1.0):
@@ -165,8 +169,7 @@ def _gr_y(attn, u, norm_weight, norm_bias):
 
 
 def test_fp8_output_forward_matches_gr_reference():
-    # GR's Triton LayerNorm-mul-dropout forward runs under the CPU interpreter; the result is
-    # x + y @ W with y from GR's PyTorch reference, within e4m3 error.
+    # The result is x + y @ W with y from GR's PyTorch reference, within e4m3 error.
     attn, u, x, nw, nb, w = _output_inputs()
     with torch.no_grad():
         out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, False, False, backend="pytorch")
