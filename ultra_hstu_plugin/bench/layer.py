@@ -171,15 +171,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.cuda.synchronize()
         host_ms_median = sorted(host_ms)[len(host_ms) // 2]
         if args.profile:
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            activities = [torch.profiler.ProfilerActivity.CUDA, torch.profiler.ProfilerActivity.CPU]
+            with torch.profiler.profile(activities=activities) as prof:
                 for _ in range(3):
                     step(layer)
                 torch.cuda.synchronize()
-            table = prof.key_averages().table(
+            averages = prof.key_averages()
+            table = averages.table(
                 sort_by="cuda_time_total", row_limit=18, max_name_column_width=60
             )
-            (out_dir / f"{stem}_profile_{name}.txt").write_text(table)
-            print(f"--- {name} (3 train steps) ---\n{table}", flush=True)
+            host = averages.table(
+                sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60
+            )
+            (out_dir / f"{stem}_profile_{name}.txt").write_text(table + "\n" + host)
+            print(
+                f"--- {name} (3 train steps) ---\n{table}\n--- {name} host ---\n{host}", flush=True
+            )
         row = {
             "variant": name,
             "fwd_bwd_ms": round(ms_train, 4),
