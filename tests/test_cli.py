@@ -29,3 +29,9 @@ def test_unknown_dataset_fails_with_known_names(tmp_path):
 def test_unknown_benchmark():
     out = _cli("bench", "nope")
     assert out.returncode != 0 and "known: attention, embedding, gemm, layer" in out.stderr
+
+
+def test_bench_help_is_the_benchmarks_own():
+    out = _cli("bench", "gemm", "--help")
+    assert out.returncode == 0
+    assert "--host-only" in out.stdout and "--sweep" in out.stdout

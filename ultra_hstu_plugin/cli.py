@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     quantize_cli.add_parser(sub)
 
-    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(sorted(BENCHMARKS)))
-    p.add_argument("what")
+    # No -h of its own: `ultra-hstu bench gemm --help` is the benchmark's help.
+    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(sorted(BENCHMARKS)), add_help=False)
+    p.add_argument("what", help=" | ".join(sorted(BENCHMARKS)))
     return parser
 
 
