@@ -81,9 +81,12 @@ class FP8LayerNormLinearFunction(torch.autograd.Function):
             for t, need in ((x, need_x), (norm_weight, need_nw), (norm_bias, need_nb))
         ]
         with torch.enable_grad():
-            normed = layer_norm(
-                leaves[0], weight=leaves[1], bias=leaves[2], eps=ctx.eps, kernel=ctx.kernel
-            )
+            x_leaf, weight, bias = leaves
+            if ctx.kernel != HammerKernel.TRITON and weight.dtype != x_leaf.dtype:
+                # GR's Triton LayerNorm reads fp32 norm parameters with bf16 activations;
+                # PyTorch's wants one dtype (the cast is differentiable, gradients stay fp32).
+                weight, bias = weight.to(x_leaf.dtype), bias.to(x_leaf.dtype)
+            normed = layer_norm(x_leaf, weight=weight, bias=bias, eps=ctx.eps, kernel=ctx.kernel)
         grad_w = (
             (normed.detach().to(torch.bfloat16).t() @ g).to(ctx.weight_dtype) if need_w else None
         )
