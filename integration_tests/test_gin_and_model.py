@@ -89,3 +89,21 @@ def test_unknown_hstu_override_is_an_error():
     gin.parse_config_file(str(REPO / "gin_configs" / "ml100k_smoke_cpu.gin"))
     with pytest.raises(ValueError, match="hstu_num_head"):
         make_ultra_model(dataset="movielens-100k", hstu_overrides={"hstu_num_head": 2})
+
+
+def test_swap_encoder_example_runs():
+    # examples/swap_encoder.py as written: GR's ranking model with our encoder, built in Python.
+    import subprocess
+    import sys
+
+    from integration_tests.conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "swap_encoder.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "UltraHSTULayer" in out.stdout, out.stdout[-2000:]
