@@ -40,12 +40,6 @@ from ultra_hstu_plugin.kernels.fp8_gemm import (
 )
 
 
-def _quantized_weight(weight_in_out: torch.Tensor, backend: str):
-    """GR keeps projections as ``[in, out]``; the GEMM takes ``[out, in]`` rows (one scale an
-    output channel).  Returns ``(w_fp8, w_scale, w_bf16 [in, out])``."""
-    return quantize_weight_in_out(weight_in_out, backend=backend)
-
-
 class FP8LayerNormLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -62,7 +56,8 @@ class FP8LayerNormLinearFunction(torch.autograd.Function):
         x_fp8, x_scale = layer_norm_quantize_rowwise(
             x.contiguous(), norm_weight.detach(), norm_bias.detach(), eps, backend=backend
         )
-        w_fp8, w_scale, w_bf16 = _quantized_weight(weight, backend)
+        # GR keeps projections as [in, out]; the GEMM takes [out, in] rows, one scale each.
+        w_fp8, w_scale, w_bf16 = quantize_weight_in_out(weight, backend=backend)
         b = bias.detach().contiguous() if bias is not None else None
         out = fp8_addmm(x_fp8, x_scale, w_fp8, w_scale, None, b, backend=backend)
         ctx.save_for_backward(x, norm_weight, norm_bias, w_bf16)
@@ -151,7 +146,7 @@ class FP8ComputeOutputFunction(torch.autograd.Function):
             seed=seed,
         )
         y_fp8, y_scale = quantize_rowwise(y, backend=backend)
-        w_fp8, w_scale, w_bf16 = _quantized_weight(output_weight, backend)
+        w_fp8, w_scale, w_bf16 = quantize_weight_in_out(output_weight, backend=backend)
         out = fp8_addmm(y_fp8, y_scale, w_fp8, w_scale, x.contiguous(), None, backend=backend)
         saved = [attn, u, norm_weight, norm_bias, mean, rstd, w_bf16]
         saved += [] if recompute_y else [y]
