@@ -27,7 +27,6 @@ import functools
 import importlib.util
 import json
 import math
-import platform
 import sys
 import time
 import traceback
@@ -36,7 +35,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ultra_hstu_plugin.bench.common import RowWriter, git_commit
+from ultra_hstu_plugin.bench.common import RowWriter, environment
 
 MASKS = [(1024, 0), (1024, 128), (0, 0)]
 FLOP_CONVENTION = (
@@ -77,17 +76,8 @@ def _ensure_kernels_importable() -> None:
 
 
 def _meta(args: argparse.Namespace) -> dict:
-    import triton
-
-    cuda = torch.cuda.is_available()
     return {
-        "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
-        "capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "git_commit": git_commit(),
+        **environment(),
         "command": "python -m ultra_hstu_plugin.bench.attention " + " ".join(sys.argv[1:]),
         "timing": "triton.testing.do_bench median (warmup=25 ms, rep=100 ms), first call outside",
         "flop_convention": FLOP_CONVENTION,

@@ -1,12 +1,14 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
-"""What every benchmark shares: the commit it measured and a row writer that keeps rows a
-cut-off run has already measured.  Standard library only: benchmarks run on GPU machines
-that have torch and triton but not the rest of our dependencies."""
+"""What every benchmark shares: the commit and machine it measured and a row writer that keeps
+rows a cut-off run has already measured.  Standard library at import (torch and triton are
+imported where used): benchmarks run on GPU machines that have torch and triton but not the
+rest of our dependencies."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -23,6 +25,24 @@ def git_commit() -> Optional[str]:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def environment() -> dict:
+    """The machine a benchmark ran on: device (CUDA if there is one, else the CPU), compute
+    capability, torch / triton / CUDA / Python versions and the commit."""
+    import torch
+    import triton
+
+    cuda = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        "capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+    }
 
 
 class RowWriter:

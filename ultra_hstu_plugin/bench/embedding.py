@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from ultra_hstu_plugin.bench.common import RowWriter, git_commit
+from ultra_hstu_plugin.bench.common import RowWriter, environment, git_commit
 
 # (rows, dim, ids per lookup): a large item table at two widths, and the ML-100k smoke width.
 CASES = [(1_000_000, 64, 8192), (500_000, 128, 8192), (100_000, 32, 8192)]
@@ -394,20 +394,12 @@ def measure_gpu_case(
 
 def run_gpu(out_dir: Path, quick: bool, warmup: int, rep: int, argv: List[str]) -> Dict[str, Any]:
     """The Triton GPU section alone: needs a CUDA device, torch and triton."""
-    import triton
 
     if not torch.cuda.is_available():
         raise SystemExit("the Triton GPU section needs a CUDA device; torch sees none")
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda")
     meta = {
-        "device": torch.cuda.get_device_name(dev),
-        "capability": ".".join(map(str, torch.cuda.get_device_capability(dev))),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "git_commit": git_commit(),
+        **environment(),
         "command": "python -m ultra_hstu_plugin.bench.embedding " + " ".join(argv),
         "timing": f"triton.testing.do_bench median (L2 flushed before each call), "
         f"warmup={warmup} ms, rep={rep} ms",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ultra_hstu_plugin.bench.common import RowWriter, git_commit
+from ultra_hstu_plugin.bench.common import RowWriter, environment
 
 SHAPES = [(65536, 512, 2048), (65536, 1024, 4096), (16384, 2048, 8192)]
 # Targets from the issue (H100): bf16 GEMM and _scaled_mm at 65536x1024x4096, and our speedup
@@ -325,7 +324,6 @@ def host_overheads(fp8, kern, dev: torch.device) -> list[dict]:
 
 
 def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[int, int, int]]):
-    import triton
 
     from ultra_hstu_plugin.kernels import fp8_gemm as fp8
     from ultra_hstu_plugin.kernels import fp8_gemm_triton as kern
@@ -336,13 +334,7 @@ def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[in
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = RowWriter(out_dir, "gemm")
     meta = {
-        "device": torch.cuda.get_device_name(dev),
-        "capability": ".".join(map(str, torch.cuda.get_device_capability(dev))),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "git_commit": git_commit(),
+        **environment(),
         "command": "python -m ultra_hstu_plugin.bench.gemm " + " ".join(sys.argv[1:]),
         "timing": f"triton.testing.do_bench median, warmup={warmup} ms, rep={rep} ms",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
