@@ -29,7 +29,8 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ultra_hstu_plugin.kernels.fp8_gemm import cuda_capability
-from ultra_hstu_plugin.kernels.fp8_gemm_triton import round_to_grid, tile_coords
+from ultra_hstu_plugin.kernels.fp8_gemm_triton import tile_coords
+from ultra_hstu_plugin.kernels.interpreter_casts import round_to_grid
 
 
 @triton.jit
@@ -57,7 +58,7 @@ def _epilogue_part(
     if HAS_BIAS2D:
         y += bias_desc.load([off_m, off_n]).to(tl.float32)
     if FIX_INTERPRETER_CASTS:
-        y = round_to_grid(y, 7, 1)  # bf16 (see fp8_gemm_triton)
+        y = round_to_grid(y, 7, 1)  # bf16
     out_desc.store([off_m, off_n], y.to(out_desc.dtype))
 
 

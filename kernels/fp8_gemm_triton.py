@@ -12,9 +12,8 @@ Interpreter (``TRITON_INTERPRET=1``, CPU): the kernels run unchanged; the triton
 executes the fp8 ``tl.dot``.  Should an interpreter lack it, a probe detects that once and the
 kernel upcasts its tiles to fp32 before the dot (``EMULATE_FP8_DOT``), which gives the same
 numbers (e4m3 values and their products are exact in fp32).  The GPU path is always a real fp8
-``tl.dot``.  The 3.9 interpreter's narrowing casts do round wrongly (fp32 -> e4m3 and -> bf16),
-so under it the kernels first round to the target grid in fp32 (``FIX_INTERPRETER_CASTS``),
-again decided by a probe; compiled kernels never take that branch.
+``tl.dot``.  The 3.9 interpreter's narrowing casts round wrongly; ``FIX_INTERPRETER_CASTS``
+works around them (see ``interpreter_casts.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from ultra_hstu_plugin.kernels.interpreter_casts import casts_need_fixing, round_to_grid
+
 FP8_E4M3_MAX = 448.0
 # amax is clamped to at least this before dividing by 448: an all-zero row gets a tiny positive
 # scale, quantises to exact zeros and so contributes exactly 0 (y == bias), never 0/0 = NaN.
@@ -35,24 +36,6 @@ AMAX_EPS = 1e-12
 # --------------------------------------------------------------------------------------------
 # Rowwise quantisation
 # --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def round_to_grid(v, MANT_BITS: tl.constexpr, MIN_ULP_BIASED_EXP: tl.constexpr):
-    """Round fp32 ``v`` to the nearest value with MANT_BITS mantissa bits, ties to even, in fp32.
-
-    Only for interpreters whose narrowing casts round wrongly (triton 3.9's fp32 -> e4m3 maps
-    124.3 to 64, and its fp32 -> bf16 truncates); their cast of an already representable value
-    is exact, so rounding first makes the result match the GPU's (and PyTorch's) cast."""
-    biased_exp = (v.to(tl.int32, bitcast=True) >> 23) & 0xFF
-    # Spacing 2^(e - MANT_BITS), but no finer than the format's smallest (subnormal) step.
-    ulp_exp = tl.maximum(biased_exp - MANT_BITS, MIN_ULP_BIASED_EXP)
-    ulp = (ulp_exp << 23).to(tl.float32, bitcast=True)
-    # Adding and subtracting 1.5 * 2^23 rounds |t| < 2^22 to an integer, ties to even.  Done on
-    # |v| and the sign put back, so tiny negatives round to -0 as the hardware cast does.
-    t = tl.abs(v) / ulp
-    r = ((t + 12582912.0) - 12582912.0) * ulp
-    return tl.where(v < 0, -r, r)
 
 
 @triton.jit
@@ -262,7 +245,7 @@ def quantize_weight_in_out_triton(
         WRITE_BF16=write_bf16,
         AMAX_EPS_C=AMAX_EPS,
         FP8_MAX=FP8_E4M3_MAX,
-        FIX_INTERPRETER_CASTS=interpreting() and interpreter_casts_need_fixing(),
+        FIX_INTERPRETER_CASTS=_fix_interpreter_casts(),
         num_warps=4,
     )
     return q, scale, w_bf16
@@ -304,7 +287,7 @@ def quantize_rowwise_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         BLOCK_K=block_k,
         AMAX_EPS_C=AMAX_EPS,
         FP8_MAX=FP8_E4M3_MAX,
-        FIX_INTERPRETER_CASTS=interpreting() and interpreter_casts_need_fixing(),
+        FIX_INTERPRETER_CASTS=_fix_interpreter_casts(),
         num_warps=num_warps,
     )
     return q, scale
@@ -334,7 +317,7 @@ def layer_norm_quantize_rowwise_triton(
         BLOCK_K=block_k,
         AMAX_EPS_C=AMAX_EPS,
         FP8_MAX=FP8_E4M3_MAX,
-        FIX_INTERPRETER_CASTS=interpreting() and interpreter_casts_need_fixing(),
+        FIX_INTERPRETER_CASTS=_fix_interpreter_casts(),
         num_warps=num_warps,
     )
     return q, scale
@@ -496,6 +479,10 @@ def _prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> 
     return kept
 
 
+def _fix_interpreter_casts() -> bool:
+    return interpreting() and casts_need_fixing()
+
+
 def interpreting() -> bool:
     """Whether the kernels here were built for the CPU interpreter (``TRITON_INTERPRET=1`` at
     import time: triton decides when ``@triton.jit`` runs, not at launch)."""
@@ -539,28 +526,6 @@ def interpreter_needs_fp8_emulation() -> bool:
         return True
     ref = a.float() @ a.float().T
     return not torch.allclose(c, ref, rtol=1e-5, atol=1e-5)
-
-
-@triton.jit
-def _cast_probe_kernel(x_ptr, q_ptr, h_ptr):
-    offs = tl.arange(0, 64)
-    x = tl.load(x_ptr + offs)
-    tl.store(q_ptr + offs, x.to(q_ptr.dtype.element_ty))
-    tl.store(h_ptr + offs, x.to(h_ptr.dtype.element_ty))
-
-
-@functools.cache
-def interpreter_casts_need_fixing() -> bool:
-    """Whether the CPU interpreter's fp32 -> e4m3 or fp32 -> bf16 cast disagrees with PyTorch's
-    (round to nearest even); probed once per process."""
-    # Values just under a power of two (rounding carries into the exponent) and exact ties.
-    x = torch.linspace(-440.0, 440.0, 64) + 0.37
-    x[:8] = torch.tensor([124.33, -125.77, 7.86, 0.2471, 100.0, 336.0, -31.18, 1.0e-3])
-    q = torch.empty(64, dtype=torch.float8_e4m3fn)
-    h = torch.empty(64, dtype=torch.bfloat16)
-    _cast_probe_kernel[(1,)](x, q, h)
-    fp8_ok = torch.equal(q.float(), x.to(torch.float8_e4m3fn).float())
-    return not (fp8_ok and torch.equal(h, x.to(torch.bfloat16)))
 
 
 GEMM_VARIANTS = ("auto", "pointer", "tma")
@@ -624,7 +589,7 @@ def _launch_tma(
         # Small tiles and few programs: the interpreter's cost is per program and element.
         subtile = bool(config and config.get("EPILOGUE_SUBTILE"))
         cfg = dict(INTERPRETER_CONFIG, EPILOGUE_SUBTILE=subtile)
-        fix = interpreter_casts_need_fixing()
+        fix = casts_need_fixing()
         return tma.fp8_addmm_tma(*operands, out, config=cfg, fix_interpreter_casts=fix, num_sms=3)
     return tma.fp8_addmm_tma(*operands, out, config=config)
 
@@ -686,7 +651,7 @@ def _launch_pointer(operands: tuple, out: torch.Tensor, config: dict | None) -> 
         cfg = dict(INTERPRETER_CONFIG, PREFETCH_BIAS=bool(config and config.get("PREFETCH_BIAS")))
         cfg["BLOCK_K"] = _k_tile(cfg["BLOCK_K"], K)
         emulate = interpreter_needs_fp8_emulation()
-        fix = interpreter_casts_need_fixing()
+        fix = casts_need_fixing()
         _fp8_addmm_kernel[grid](
             *args, **flags, EMULATE_FP8_DOT=emulate, FIX_INTERPRETER_CASTS=fix, **cfg
         )

@@ -16,14 +16,11 @@ Callers validate inputs (see ``int4_embedding.py``): the launcher assumes a cont
 table with ``row_bytes >= dim / 2 + 4``, ``dim % 4 == 0`` and 1-D integer ids.
 
 Interpreter (``TRITON_INTERPRET=1``, CPU): the triton 3.9 interpreter's fp32 -> bf16 cast
-truncates instead of rounding to nearest even; a probe detects that once and the kernel then
-rounds to the bf16 grid in fp32 first (``ROUND_BF16``), after which the cast is exact.  The GPU
-path never takes that branch.
+truncates; ``ROUND_BF16`` works around it (see ``interpreter_casts.py``).  The GPU path never
+takes that branch.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import triton
@@ -31,20 +28,12 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from ultra_hstu_plugin.kernels.int4_embedding_reference import codes_offset, scale_bias_offset
+from ultra_hstu_plugin.kernels.interpreter_casts import casts_need_fixing, round_to_grid
 
 # Output elements a program writes: enough bytes in flight per program on the GPU while
 # leaving thousands of programs for the 8K-id batches of inference lookups.
 ELEMS_PER_PROGRAM = 2048
 MAX_BLOCK_N = 128
-
-
-@triton.jit
-def _round_fp32_to_bf16_grid(v):
-    """Round fp32 ``v`` to the nearest bf16 value (ties to even), still in fp32: adding
-    0x7FFF plus the lowest kept bit carries into bit 16 exactly when RNE rounds up."""
-    bits = v.to(tl.uint32, bitcast=True)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
-    return (bits & 0xFFFF0000).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -93,7 +82,7 @@ def _int4_lookup_kernel(
     # code * scale is exact in fp32 (4-bit times 11-bit significand): one rounding, fma or not.
     vals = codes * scale[:, None] + bias[:, None]
     if ROUND_BF16:
-        vals = _round_fp32_to_bf16_grid(vals)
+        vals = round_to_grid(vals, 7, 1)  # bf16
 
     out_cols = tl.arange(0, 2 * HALF_BLOCK)
     out_mask = mask_n[:, None] & (out_cols[None, :] < DIM)
@@ -105,22 +94,6 @@ def interpreting() -> bool:
     """Whether the kernel was built for the CPU interpreter (``TRITON_INTERPRET=1`` when this
     module was imported: triton decides when ``@triton.jit`` runs, not at launch)."""
     return isinstance(_int4_lookup_kernel, InterpretedFunction)
-
-
-@triton.jit
-def _bf16_cast_probe_kernel(x_ptr, y_ptr):
-    offs = tl.arange(0, 64)
-    tl.store(y_ptr + offs, tl.load(x_ptr + offs).to(tl.bfloat16))
-
-
-@functools.cache
-def interpreter_bf16_cast_needs_fixing() -> bool:
-    """Whether the CPU interpreter's fp32 -> bf16 cast disagrees with PyTorch's (round to
-    nearest even); probed once per process."""
-    x = torch.linspace(-3.0, 3.0, 64) + 1.0 / 3.0  # most values need rounding, not truncation
-    y = torch.empty(64, dtype=torch.bfloat16)
-    _bf16_cast_probe_kernel[(1,)](x, y)
-    return not torch.equal(y, x.to(torch.bfloat16))
 
 
 def block_sizes(dim: int) -> tuple[int, int]:
@@ -150,9 +123,7 @@ def int4_lookup_triton(
         return out
     half_block, default_block_n = block_sizes(dim)
     bn = block_n or default_block_n
-    round_bf16 = out_dtype == torch.bfloat16 and interpreting()
-    if round_bf16:
-        round_bf16 = interpreter_bf16_cast_needs_fixing()
+    round_bf16 = out_dtype == torch.bfloat16 and interpreting() and casts_need_fixing()
     grid = (triton.cdiv(n, bn),)
     _int4_lookup_kernel[grid](
         table,
