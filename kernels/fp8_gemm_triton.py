@@ -561,13 +561,13 @@ def fp8_addmm_triton(
     if M == 0 or N == 0:
         return out
     operands = (x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
-    pinned = None
-    if variant == "auto":
-        # A pinned config names a pointer-kernel config unless a variant is given with it.
-        pinned = config is not None or interpreting()
-        variant = "pointer" if pinned else _choose_variant(operands, out)
+    if variant == "auto" and config is None and not interpreting():
+        if _choose_variant(operands, out) == "tma":  # the choice checked that TMA applies
+            return _launch_tma(operands, out, None, checked=True)
+        return _launch_pointer(operands, out, None)
     if variant == "tma":
-        return _launch_tma(operands, out, config, checked=pinned is False)
+        return _launch_tma(operands, out, config)
+    # "pointer", or "auto" with a pinned (pointer-kernel) config or under the interpreter
     return _launch_pointer(operands, out, config)
 
 
