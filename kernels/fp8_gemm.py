@@ -294,8 +294,9 @@ def quantize_weight_in_out(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A projection weight in GR's ``[in, out]`` layout -> ``(w_fp8 [out, in], w_scale [out],
     w_bf16 [in, out])``: rounded to bf16, quantised per output channel and transposed for the
-    GEMM in one kernel (instead of a cast, a transposing copy and the quantiser).  ``w_bf16``
-    is what a bf16 backward multiplies by; it is ``w`` itself when ``w`` is bf16.  Not a
+    GEMM in one kernel (instead of a cast, a transposing copy and the quantiser).  ``w`` may be
+    a view (an ``nn.Linear`` weight transposed).  ``w_bf16`` is what a bf16 backward multiplies
+    by; it is ``w`` itself when ``w`` is bf16.  Not a
     custom op: weights are parameters, outside any traced activation graph's hot path."""
     _check_backend(backend)
     _check_quantize_input(w)
@@ -303,7 +304,7 @@ def quantize_weight_in_out(
     if backend == "pytorch":
         return quantize_weight_in_out_reference(w)
     _check_triton_device(w.device, "quantize_weight_in_out")
-    return _triton_module().quantize_weight_in_out_triton(w.contiguous())
+    return _triton_module().quantize_weight_in_out_triton(w)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

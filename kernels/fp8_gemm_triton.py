@@ -177,6 +177,8 @@ def _quantize_weight_in_out_kernel(
     w_bf16_ptr,
     K,
     N,
+    stride_k,
+    stride_n,
     BLOCK_K: tl.constexpr,
     BLOCK_N: tl.constexpr,
     WRITE_BF16: tl.constexpr,
@@ -187,26 +189,29 @@ def _quantize_weight_in_out_kernel(
     # One program owns BLOCK_N output channels (columns of the [K, N] weight): pass 1 rounds
     # them to bf16 (writing that copy if asked) and finds each column's amax, pass 2 quantises
     # and stores them transposed, each channel's K values contiguous ([N, K], as the GEMM reads).
+    # The weight may be a strided view (nn.Linear's [out, in] weight transposed); the bf16 copy
+    # is written contiguous.
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < N
     ks = tl.arange(0, BLOCK_K)
     amax = tl.zeros([BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         mask = ((k0 + ks)[:, None] < K) & col_mask[None, :]
-        offs = (k0 + ks).to(tl.int64)[:, None] * N + cols[None, :]
+        offs = (k0 + ks).to(tl.int64)[:, None] * stride_k + cols[None, :] * stride_n
         w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         if FIX_INTERPRETER_CASTS:
             w = round_to_grid(w, 7, 1)
         w = w.to(tl.bfloat16)
         if WRITE_BF16:
-            tl.store(w_bf16_ptr + offs, w, mask=mask)
+            bf16_offs = (k0 + ks).to(tl.int64)[:, None] * N + cols[None, :]
+            tl.store(w_bf16_ptr + bf16_offs, w, mask=mask)
         amax = tl.maximum(amax, tl.max(tl.abs(w.to(tl.float32)), axis=0))
     amax = tl.maximum(amax, AMAX_EPS_C)
     tl.store(scale_ptr + cols, tl.div_rn(amax, FP8_MAX), mask=col_mask)
     inv_scale = tl.div_rn(tl.full(amax.shape, FP8_MAX, tl.float32), amax)
     for k0 in range(0, K, BLOCK_K):
         mask = ((k0 + ks)[:, None] < K) & col_mask[None, :]
-        offs = (k0 + ks).to(tl.int64)[:, None] * N + cols[None, :]
+        offs = (k0 + ks).to(tl.int64)[:, None] * stride_k + cols[None, :] * stride_n
         w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         if FIX_INTERPRETER_CASTS:
             w = round_to_grid(w, 7, 1)
@@ -221,8 +226,8 @@ def _quantize_weight_in_out_kernel(
 def quantize_weight_in_out_triton(
     w: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``w [K, N]`` (contiguous) -> ``(w_fp8 [N, K], scale [N], w_bf16 [K, N])`` in one kernel;
-    ``w_bf16`` is ``w`` itself when it is bf16 already."""
+    """``w [K, N]`` (any strides) -> ``(w_fp8 [N, K], scale [N], w_bf16 [K, N])`` in one
+    kernel; ``w_bf16`` is ``w`` itself when it is bf16 already."""
     K, N = w.shape
     q = torch.empty((N, K), dtype=torch.float8_e4m3fn, device=w.device)
     scale = torch.empty((N,), dtype=torch.float32, device=w.device)
@@ -240,6 +245,8 @@ def quantize_weight_in_out_triton(
         w_bf16,
         K,
         N,
+        w.stride(0),
+        w.stride(1),
         BLOCK_K=32 if interpreting() else 64,
         BLOCK_N=block_n,
         WRITE_BF16=write_bf16,

@@ -142,10 +142,15 @@ def test_quantize_long_rows_take_the_looped_kernel(monkeypatch):
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("K,N", [(64, 40), (100, 17), (16, 130)])
-def test_quantize_weight_in_out_matches_reference_bitwise(K, N, dtype):
+@pytest.mark.parametrize("layout", ["in_out", "linear_transposed"])
+def test_quantize_weight_in_out_matches_reference_bitwise(K, N, dtype, layout):
     # GR's [in, out] weight -> bf16 copy, per-output-channel fp8 [out, in] and scales, in one
-    # kernel: bit for bit the cast, transpose and quantiser done separately.
-    w = _rand(K, N, dtype=dtype, scale=0.3, seed=K * N)
+    # kernel: bit for bit the cast, transpose and quantiser done separately.  Also for an
+    # nn.Linear [out, in] weight passed as its transposed view (FP8Linear does that).
+    if layout == "in_out":
+        w = _rand(K, N, dtype=dtype, scale=0.3, seed=K * N)
+    else:
+        w = _rand(N, K, dtype=dtype, scale=0.3, seed=K * N).t()
     w[:, 3] = 0.0  # an all-zero output channel
     q, s, w_bf16 = quantize_weight_in_out(w)
     q_ref, s_ref, w_bf16_ref = quantize_weight_in_out_reference(w)

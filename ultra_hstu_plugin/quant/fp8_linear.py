@@ -18,7 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ultra_hstu_plugin.kernels.fp8_gemm import fp8_addmm, fp8_supported, quantize_rowwise
+from ultra_hstu_plugin.kernels.fp8_gemm import (
+    fp8_addmm,
+    fp8_supported,
+    quantize_rowwise,
+    quantize_weight_in_out,
+)
 
 logger = logging.getLogger(__name__)
 _fallback_logged = False
@@ -50,15 +55,15 @@ class FP8LinearFunction(torch.autograd.Function):
         backend: str,
     ) -> torch.Tensor:
         x_bf16 = x2d.to(torch.bfloat16).contiguous()
-        w_bf16 = weight.detach().to(torch.bfloat16).contiguous()
         x_fp8, x_scale = quantize_rowwise(x_bf16, backend=backend)
-        # Weights are quantised from the bf16 copy, which is what the backward sees too.
-        w_fp8, w_scale = quantize_rowwise(w_bf16, backend=backend)
+        # weight [out, in] seen as [in, out]: quantised from its bf16 rounding, which is what
+        # the backward multiplies by too (w_t_bf16 [in, out]).
+        w_fp8, w_scale, w_t_bf16 = quantize_weight_in_out(weight.t(), backend=backend)
         if residual2d is not None:
             residual2d = residual2d.contiguous()
         b = bias.detach().contiguous() if bias is not None else None
         y = fp8_addmm(x_fp8, x_scale, w_fp8, w_scale, residual2d, b, backend=backend)
-        ctx.save_for_backward(x_bf16, w_bf16)
+        ctx.save_for_backward(x_bf16, w_t_bf16)
         ctx.dtypes = (
             x2d.dtype,
             weight.dtype,
@@ -69,12 +74,12 @@ class FP8LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x_bf16, w_bf16 = ctx.saved_tensors
+        x_bf16, w_t_bf16 = ctx.saved_tensors
         x_dtype, w_dtype, b_dtype, r_dtype = ctx.dtypes
         g = grad_out.to(torch.bfloat16)
         grad_x = grad_w = grad_b = grad_r = None
         if ctx.needs_input_grad[0]:
-            grad_x = (g @ w_bf16).to(x_dtype)
+            grad_x = (g @ w_t_bf16.t()).to(x_dtype)
         if ctx.needs_input_grad[1]:
             grad_w = (g.t() @ x_bf16).to(w_dtype)
         if ctx.needs_input_grad[2]:
