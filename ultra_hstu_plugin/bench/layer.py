@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import types
@@ -71,10 +70,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     stub_note = _stub_torchrec_if_missing()
 
     import torch
-    import triton
     from triton.testing import do_bench
 
-    from ultra_hstu_plugin.bench.common import git_commit
+    from ultra_hstu_plugin.bench.common import environment
     from ultra_hstu_plugin.host import HammerKernel, STULayerConfig
     from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
@@ -223,11 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         row["fwd_bwd_ms_rounds_median"] = round(median([r[row["variant"]] for r in rounds]), 4)
 
     meta = {
-        "device": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "python": platform.python_version(),
-        "commit": git_commit() or "unknown",
+        **environment(),
         "command": "python -m ultra_hstu_plugin.bench.layer " + " ".join(argv or sys.argv[1:]),
         "shape": {
             "B": B,
@@ -251,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines = [
         "# ULTRA-HSTU layer train step: bf16 vs fp8",
         "",
-        f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}; commit {meta['commit']}.",
+        f"Device: {meta['device']}; torch {meta['torch']}, triton {meta['triton']}; commit {meta['git_commit']}.",
         f"Command: `{meta['command']}`",
         f"Shape: {meta['shape']}. fp8 vs bf16 output relative error (eval): {rel:.2e}.",
         "",
