@@ -16,7 +16,7 @@ from ultra_hstu_plugin.kernels.fp8_gemm import (
     quantize_rowwise,
     quantize_weight,
 )
-from ultra_hstu_plugin.quant.fp8_linear import FP8Linear
+from ultra_hstu_plugin.kernels.fp8_gemm.linear import FP8Linear
 
 device = "cuda" if fp8_supported("cuda") else "cpu"
 backend = "triton" if device == "cuda" else "pytorch"

@@ -7,7 +7,7 @@ python examples/sla_attention.py
 import torch
 
 from ultra_hstu_plugin.kernels.sla_attention import sla_attention
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
 
 lengths = torch.tensor([7, 0, 12])
 offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])

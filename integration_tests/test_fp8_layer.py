@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ultra_hstu_plugin.host import HammerKernel, STULayerConfig, pytorch_norm_mul_dropout
-from ultra_hstu_plugin.modules import fp8_projections, ultra_stu
-from ultra_hstu_plugin.modules.fp8_projections import fp8_output, fp8_uvqk
-from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
+from ultra_hstu_plugin.kernels.fp8_gemm.autograd import NormMulDropoutKernels, fp8_output, fp8_uvqk
+from ultra_hstu_plugin.modules import ultra_stu
+from ultra_hstu_plugin.modules.ultra_stu import GR_NORM_MUL_DROPOUT, UltraHSTULayer, gr_layer_norm
 
 
 def _layers(dropout=0.0):
@@ -25,8 +25,7 @@ def _layers(dropout=0.0):
     ref = UltraHSTULayer(cfg, k1=8, k2=2)
     ref.load_state_dict(fp8.state_dict())
     for m in (fp8, ref):
-        m.set_hammer_kernel(HammerKernel.PYTORCH)
-    fp8._fp8_backend = "pytorch"
+        m.set_hammer_kernel(HammerKernel.PYTORCH)  # FP8 then runs the GEMM's PyTorch reference
     return fp8, ref
 
 
@@ -88,7 +87,7 @@ def test_encoder_config_switches_fp8(flag):
 
 
 # --------------------------------------------------------------------------------------------
-# The FP8 projections as autograd functions (modules/fp8_projections.py)
+# The FP8 projections as autograd functions (kernels/fp8_gemm/autograd.py) with GR's norms
 # --------------------------------------------------------------------------------------------
 
 needs_cuda = pytest.mark.skipif(
@@ -117,7 +116,7 @@ def test_fp8_uvqk_matches_layer_norm_then_linear(backend):
     x, nw, nb = r(M, K, scale=2.0), r(K, scale=0.3, shift=1.0), r(K, scale=0.3)
     w = r(K, N, scale=K**-0.5, dtype=torch.float32)  # fp32 master weight, [in, out]
     b = r(N, scale=0.1, dtype=torch.float32)
-    out = fp8_uvqk(x, nw, nb, w, b, 1e-6, HammerKernel.PYTORCH, backend=backend)
+    out = fp8_uvqk(x, nw, nb, w, b, 1e-6, gr_layer_norm(HammerKernel.PYTORCH), backend=backend)
     normed = torch.nn.functional.layer_norm(x, (K,), nw, nb, 1e-6)
     ref = torch.addmm(b.bfloat16(), normed, w.bfloat16())
     assert out.dtype == torch.bfloat16 and out.shape == (M, N)
@@ -134,7 +133,7 @@ def test_fp8_uvqk_only_computes_requested_gradients():
     x = torch.randn(8, 32).bfloat16()
     nw, nb = torch.ones(32).bfloat16(), torch.zeros(32).bfloat16()
     w = torch.randn(32, 48, requires_grad=True)
-    out = fp8_uvqk(x, nw, nb, w, None, 1e-6, HammerKernel.PYTORCH, backend="pytorch")
+    out = fp8_uvqk(x, nw, nb, w, None, 1e-6, gr_layer_norm(HammerKernel.PYTORCH), backend="pytorch")
     (gw,) = torch.autograd.grad(out.float().sum(), [w])
     assert gw.shape == w.shape and gw.dtype == w.dtype and torch.isfinite(gw).all()
 
@@ -172,7 +171,9 @@ def test_fp8_output_forward_matches_gr_reference():
     # The result is x + y @ W with y from GR's PyTorch reference, within e4m3 error.
     attn, u, x, nw, nb, w = _output_inputs()
     with torch.no_grad():
-        out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, False, False, backend="pytorch")
+        out = fp8_output(
+            attn, u, x, nw, nb, w, 1e-6, 0.0, False, False, GR_NORM_MUL_DROPOUT, backend="pytorch"
+        )
         y = _gr_y(attn, u, nw, nb)
         ref = x + y @ w
     # two e4m3 operands (~2^-5 relative rounding each) and a bf16 output
@@ -181,7 +182,7 @@ def test_fp8_output_forward_matches_gr_reference():
 
 
 @pytest.mark.parametrize("recompute_y", [False, True])
-def test_fp8_output_backward_wiring_on_cpu(monkeypatch, recompute_y):
+def test_fp8_output_backward_wiring_on_cpu(recompute_y):
     # GR's backward kernel needs CUDA, so on CPU it is replaced by autograd through GR's
     # PyTorch reference (dropout off): what is tested is this function's own backward, i.e.
     # dy = dout @ W^T, dW = y^T @ dout, dx = dout, the saved/recomputed y and the outputs' order.
@@ -192,9 +193,9 @@ def test_fp8_output_backward_wiring_on_cpu(monkeypatch, recompute_y):
         grads = torch.autograd.grad(y, leaves, dy)
         return (*grads, y.detach() if compute_y else None)
 
-    monkeypatch.setattr(fp8_projections, "triton_layer_norm_mul_dropout_bwd", reference_bwd)
+    norms = NormMulDropoutKernels(forward=GR_NORM_MUL_DROPOUT.forward, backward=reference_bwd)
     attn, u, x, nw, nb, w = _output_inputs()
-    out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, True, recompute_y, backend="pytorch")
+    out = fp8_output(attn, u, x, nw, nb, w, 1e-6, 0.0, True, recompute_y, norms, backend="pytorch")
     y = _gr_y(attn, u, nw, nb)
     ref = x + y @ w
     dout = torch.randn_like(ref)
@@ -218,7 +219,9 @@ def test_fp8_output_backward_equals_gr_on_gpu(recompute_y, dropout):
     attn, u, x, nw, nb, w = _output_inputs(
         M=300, H=128, D=256, dtype=torch.bfloat16, device="cuda", seed=1
     )
-    out = fp8_output(attn, u, x, nw, nb, w, 1e-6, dropout, True, recompute_y, seed=77)
+    out = fp8_output(
+        attn, u, x, nw, nb, w, 1e-6, dropout, True, recompute_y, GR_NORM_MUL_DROPOUT, seed=77
+    )
     ref = HSTUComputeOutputFunction.apply(
         attn,
         u,

@@ -11,8 +11,8 @@ from generative_recommenders.ops.pytorch.pt_hstu_attention import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec, sla_mask
+from ultra_hstu_plugin.kernels.sla_attention.reference import sla_attention_reference
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
 

@@ -15,9 +15,12 @@ def test_builtin_components_are_discovered_through_the_entry_point():
     reg = discover(reload=True)
     assert "ultra_hstu" in reg.names("encoder")
     assert "movielens-100k" in reg.names("dataset")
-    comp = reg.get("attention_backend", "pytorch")
+    comp = reg.get("encoder", "ultra_hstu")
     assert comp.origin == "ultra-hstu-plugin"
     assert callable(comp.load())
+    backend = reg.get("backend", "pytorch")  # what dispatch reads (was "attention_backend")
+    assert backend.origin == "ultra-hstu-plugin"
+    assert backend.load().name == "pytorch"
 
 
 def test_unknown_name_lists_the_known_ones():

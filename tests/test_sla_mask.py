@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ultra_hstu_plugin.kernels import sla_mask as sla_mask_module
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
+from ultra_hstu_plugin.kernels.sla_attention import mask as sla_mask_module
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec, sla_mask
 
 
 def _picture_from_docstring() -> torch.Tensor:

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec, sla_mask
+from ultra_hstu_plugin.kernels.sla_attention.reference import sla_attention_reference
 
 
 def _loop_reference(q, k, v, offsets, N, alpha, spec, targets):

@@ -9,16 +9,17 @@ import sys
 from typing import List, Optional
 
 from ultra_hstu_plugin.quant import quantize_cli
-from ultra_hstu_plugin.registry import UnknownComponentError
+from ultra_hstu_plugin.registry import KINDS, UnknownComponentError
 
 # Errors that mean "the user asked for something wrong"; anything else is a bug and
 # keeps its traceback.  ImportError covers HostNotInstalledError (GR missing).
 USER_ERRORS = (ValueError, FileNotFoundError, UnknownComponentError, ImportError)
 
+# Named after the concept each measures, as the kernel packages, tests and result files are.
 BENCHMARKS = {
-    "attention": "ultra_hstu_plugin.bench.attention",
-    "embedding": "ultra_hstu_plugin.bench.embedding",
-    "gemm": "ultra_hstu_plugin.bench.gemm",
+    "sla_attention": "ultra_hstu_plugin.bench.sla_attention",
+    "int4_embedding": "ultra_hstu_plugin.bench.int4_embedding",
+    "fp8_gemm": "ultra_hstu_plugin.bench.fp8_gemm",
     "layer": "ultra_hstu_plugin.bench.layer",
 }
 
@@ -90,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered components (all installed plugins)")
-    p.add_argument(
-        "--kind", choices=["encoder", "attention_backend", "quantizer", "sampler", "dataset"]
-    )
+    p.add_argument("--kind", choices=list(KINDS))
 
     p = sub.add_parser("data", help="dataset preparation")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -118,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     quantize_cli.add_parser(sub)
 
-    # No -h of its own: `ultra-hstu bench gemm --help` is the benchmark's help.
+    # No -h of its own: `ultra-hstu bench fp8_gemm --help` is the benchmark's help.
     p = sub.add_parser("bench", help="benchmarks: " + ", ".join(sorted(BENCHMARKS)), add_help=False)
     p.add_argument("what", help=" | ".join(sorted(BENCHMARKS)))
     return parser

@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, List, Optional
 
 ENTRY_POINT_GROUP = "generative_recommenders.plugins"
-KINDS = ("encoder", "attention_backend", "quantizer", "sampler", "dataset")
+KINDS = ("encoder", "backend", "quantizer", "sampler", "dataset")
 
 
 class UnknownComponentError(KeyError):
@@ -96,17 +96,17 @@ def register_builtin_components(registry: Registry) -> None:
         origin,
     )
     r(
-        "attention_backend",
+        "backend",
         "pytorch",
-        "dense PyTorch reference of SLA attention (any device)",
-        "ultra_hstu_plugin.kernels.sla_attention_reference:sla_attention_reference",
+        "PyTorch references of every op (any device); HammerKernel.PYTORCH",
+        "ultra_hstu_plugin.dispatch:PYTORCH",
         origin,
     )
     r(
-        "attention_backend",
+        "backend",
         "triton",
-        "jagged Triton SLA attention, fwd+bwd, tiles outside the mask skipped",
-        "ultra_hstu_plugin.kernels.sla_attention:sla_attention",
+        "Triton kernels (SLA attention fwd+bwd, FP8 GEMM; CUDA); HammerKernel.TRITON",
+        "ultra_hstu_plugin.dispatch:TRITON",
         origin,
     )
     r(

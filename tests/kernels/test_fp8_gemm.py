@@ -6,7 +6,6 @@ before the kernel module is imported (tests/conftest.py does it; done here too f
 reloading the module if something imported it before).  With an FP8 GPU they run for real.
 """
 
-import importlib
 import logging
 import os
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from ultra_hstu_plugin.kernels import fp8_gemm_triton as kern  # noqa: E402
+from ultra_hstu_plugin.kernels import ops  # noqa: E402
 from ultra_hstu_plugin.kernels.fp8_gemm import (  # noqa: E402
     fp8_addmm,
     fp8_supported,
@@ -27,20 +26,19 @@ from ultra_hstu_plugin.kernels.fp8_gemm import (  # noqa: E402
     quantize_weight,
     quantize_weight_in_out,
 )
-from ultra_hstu_plugin.kernels.fp8_gemm_reference import (  # noqa: E402
+from ultra_hstu_plugin.kernels.fp8_gemm import linear as fp8_linear  # noqa: E402
+from ultra_hstu_plugin.kernels.fp8_gemm import triton_kernels as kern  # noqa: E402
+from ultra_hstu_plugin.kernels.fp8_gemm.linear import FP8Linear, FP8LinearFunction  # noqa: E402
+from ultra_hstu_plugin.kernels.fp8_gemm.reference import (  # noqa: E402
     fp8_addmm_reference,
     layer_norm_quantize_rowwise_reference,
     quantize_rowwise_reference,
     quantize_weight_in_out_reference,
 )
-from ultra_hstu_plugin.quant import fp8_linear  # noqa: E402
-from ultra_hstu_plugin.quant.fp8_linear import FP8Linear, FP8LinearFunction  # noqa: E402
 
 DEVICE = "cuda" if fp8_supported("cuda") else "cpu"
-if DEVICE == "cpu" and not kern.interpreting() and os.environ.get("TRITON_INTERPRET") == "1":
-    kern = importlib.reload(kern)  # imported before TRITON_INTERPRET was set
 needs_kernel = pytest.mark.skipif(
-    DEVICE == "cpu" and not kern.interpreting(),
+    DEVICE == "cpu" and not ops.triton_interpreting(),
     reason="needs an FP8 GPU or TRITON_INTERPRET=1",
 )
 
@@ -362,16 +360,14 @@ def test_unknown_backend():
 
 
 def test_cuda_without_fp8_is_a_clear_error(monkeypatch):
-    from ultra_hstu_plugin.kernels import fp8_gemm
-
-    monkeypatch.setattr(fp8_gemm, "fp8_supported", lambda device: False)
+    monkeypatch.setattr(ops, "fp8_supported", lambda device: False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     with pytest.raises(RuntimeError, match=r"compute capability >= 8\.9.*has compute capa.*8\.0"):
-        fp8_gemm._check_triton_device(torch.device("cuda", 0), "fp8_addmm")
+        ops.check_backend("fp8_addmm", "triton", torch.device("cuda", 0), needs_fp8=True)
 
 
 def test_triton_backend_on_cpu_without_interpreter(monkeypatch):
-    monkeypatch.setattr(kern, "interpreting", lambda: False)
+    monkeypatch.setattr(ops, "triton_interpreting", lambda: False)
     args = {k: v.cpu() for k, v in _good_args().items()}
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         fp8_addmm(**args, backend="triton")
@@ -389,7 +385,7 @@ def test_custom_op_registered_and_traceable():
     op = torch.ops.ultra_hstu.fp8_addmm.default
     # (opcheck's schema test multiplies the inputs, which PyTorch can't do on CPU fp8 tensors.)
     utils = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(op, (*args.values(), "pytorch"), test_utils=utils)
+    torch.library.opcheck(op, (*args.values(), "pytorch", "auto"), test_utils=utils)
     quant = torch.ops.ultra_hstu.quantize_rowwise.default
     torch.library.opcheck(quant, (_rand(8, 32), "pytorch"), test_utils=utils)
     # Under a fake mode the public function goes through the op and its fake implementation.
@@ -445,7 +441,7 @@ def _linear_inputs(seed=0, B=24, K=64, N=40):
 def test_fp8_linear_function_gradients_vs_fp32_linear():
     """Drive the autograd Function through the pytorch backend on CPU."""
     x, w, b, r = _linear_inputs()
-    y = FP8LinearFunction.apply(x, w, b, r, "pytorch")
+    y = FP8LinearFunction.apply(x, w, b, r, "pytorch", "auto")
     gy = torch.randn_like(y, dtype=torch.float32)
     y.float().backward(gy)
     got = (x.grad, w.grad, b.grad, r.grad)

@@ -9,7 +9,6 @@ for real; the CPU-interpreter cases then skip.  The fbgemm and torchrec comparis
 those packages are missing (our GPU machine); everything else needs only torch and triton.
 """
 
-import importlib
 import os
 
 import pytest
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from ultra_hstu_plugin.kernels import int4_embedding_triton as kern  # noqa: E402
+from ultra_hstu_plugin.kernels import ops  # noqa: E402
 from ultra_hstu_plugin.kernels.int4_embedding import (  # noqa: E402
     OUT_DTYPES,
     int4_lookup,
@@ -28,16 +27,13 @@ from ultra_hstu_plugin.kernels.int4_embedding import (  # noqa: E402
     int4_triton_supported,
     quantize_int4_rowwise,
 )
-from ultra_hstu_plugin.kernels.int4_embedding_reference import (  # noqa: E402
+from ultra_hstu_plugin.kernels.int4_embedding import triton_kernels as kern  # noqa: E402
+from ultra_hstu_plugin.kernels.int4_embedding.reference import (  # noqa: E402
     dequantize_int4_rows_reference,
     int4_lookup_reference,
     quantize_int4_rowwise_reference,
     split_int4_rows,
 )
-
-if not torch.cuda.is_available() and not kern.interpreting():
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        kern = importlib.reload(kern)  # imported before TRITON_INTERPRET was set
 
 HAS_CUDA = torch.cuda.is_available()
 # The Triton kernel runs on the GPU when there is one, else on CPU in the interpreter
@@ -294,7 +290,7 @@ def test_quantizer_matches_torchrec_tbe_rows():
         ids = torch.randint(0, rows, (200,), generator=torch.Generator().manual_seed(align))
         offsets = torch.tensor([0, 200])
         want = tbe(indices=ids.int(), offsets=offsets.int())  # fbgemm's lookup, fp32
-        backends = ["pytorch"] + (["triton"] if kern.interpreting() else [])
+        backends = ["pytorch"] + (["triton"] if ops.triton_interpreting() else [])
         for backend in backends:
             assert torch.equal(int4_lookup(table, ids, dim, backend=backend), want)
             # the TBE's own rows, read in place (scale/bias first, padded)
@@ -401,7 +397,7 @@ def test_unknown_backend():
 
 
 def test_triton_backend_on_cpu_without_interpreter(monkeypatch):
-    monkeypatch.setattr(kern, "interpreting", lambda: False)
+    monkeypatch.setattr(ops, "triton_interpreting", lambda: False)
     assert int4_triton_supported("cpu") is False
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1.*backend='pytorch'"):
         int4_lookup(**_good(), backend="triton")

@@ -18,13 +18,14 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ultra_hstu_plugin.kernels import sla_attention_triton as kernels  # noqa: E402
+from ultra_hstu_plugin.kernels import ops  # noqa: E402
 from ultra_hstu_plugin.kernels.sla_attention import sla_attention  # noqa: E402
-from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference  # noqa: E402
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec  # noqa: E402
+from ultra_hstu_plugin.kernels.sla_attention import triton_kernels as kernels  # noqa: E402
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec  # noqa: E402
+from ultra_hstu_plugin.kernels.sla_attention.reference import sla_attention_reference  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
-    DEVICE == "cpu" and not kernels.is_interpreted(),
+    DEVICE == "cpu" and not ops.triton_interpreting(),
     reason="needs a GPU or TRITON_INTERPRET=1 set before triton import",
 )
 
@@ -240,6 +241,6 @@ def test_negative_window_rejected():
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="about CPU tensors on a machine without a GPU")
 def test_cpu_without_interpreter_is_refused(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(ops, "triton_interpreting", lambda: False)
     with pytest.raises(ValueError, match="backend='pytorch'.*TRITON_INTERPRET=1"):
         sla_attention(**_good())

@@ -35,6 +35,7 @@ def ultra_layers(
             full_attn_tail=enc.full_attn_tail,
             is_inference=is_inference,
             fp8=enc.fp8,
+            fp8_gemm_variant=enc.fp8_gemm_variant,
         )
         for _ in range(n)
     ]

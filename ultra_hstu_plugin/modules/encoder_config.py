@@ -7,7 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from ultra_hstu_plugin.kernels.sla_mask import TARGET_MODES
+from ultra_hstu_plugin.kernels.fp8_gemm.variants import VARIANTS as FP8_GEMM_VARIANTS
+from ultra_hstu_plugin.kernels.sla_attention.mask import TARGET_MODES
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class UltraHSTUEncoderConfig:
     recompute_uvqk: bool = True
     recompute_y: bool = True
     fp8: bool = False  # FP8 rowwise GEMMs for the uvqk/output projections (sm89+ GPUs)
+    # which FP8 GEMM kernel: "auto" = the benchmark-made table for the shape and device;
+    # "pointer" or "tma" to pin one
+    fp8_gemm_variant: str = "auto"
 
     def validate(self, max_seq_len: Optional[int] = None, depth_from_streams: bool = False) -> None:
         """One clear error naming the bad value; called before any layer is built.
@@ -70,6 +74,11 @@ class UltraHSTUEncoderConfig:
         if self.target_mode not in TARGET_MODES:
             raise ValueError(
                 f"ULTRA-HSTU encoder: target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}"
+            )
+        if self.fp8_gemm_variant not in FP8_GEMM_VARIANTS:
+            raise ValueError(
+                f"ULTRA-HSTU encoder: fp8_gemm_variant must be one of {FP8_GEMM_VARIANTS}, "
+                f"got {self.fp8_gemm_variant!r}"
             )
         if self.num_full_layers + self.num_truncated_layers == 0:
             raise ValueError(

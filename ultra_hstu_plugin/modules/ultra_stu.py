@@ -4,37 +4,65 @@
 It subclasses GR's ``STULayer`` so that parameter names, initialisation, the uvqk and
 output projections (``hstu_compute_uqvk`` / ``hstu_compute_output``), dtype handling and
 ``set_hammer_kernel`` / ``set_training_dtype`` / ``set_is_inference`` are GR's own.  Only
-the attention changes: the SLA mask of :mod:`ultra_hstu_plugin.kernels.sla_mask`, through
+the attention changes: the SLA mask of :mod:`ultra_hstu_plugin.kernels.sla_attention.mask`, through
 the dispatch in :mod:`ultra_hstu_plugin.modules.attention`.  With ``k1 = 0`` (full
 causal) its outputs equal GR's ``STULayer`` with the same weights.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Optional
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ultra_hstu_plugin.dispatch import backend_for
 from ultra_hstu_plugin.host import (
     HammerKernel,
     STULayer,
     STULayerConfig,
     hstu_compute_output,
     hstu_compute_uqvk,
+    layer_norm,
     pytorch_norm_mul_dropout,
+    triton_layer_norm_mul_dropout_bwd,
+    triton_layer_norm_mul_dropout_fwd,
     triton_norm_mul_dropout,
 )
-from ultra_hstu_plugin.kernels.fp8_gemm import fp8_supported
-from ultra_hstu_plugin.kernels.jagged_checks import check_jagged_offsets
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
-from ultra_hstu_plugin.modules.attention import sla_attention
-from ultra_hstu_plugin.modules.fp8_projections import fp8_output, fp8_uvqk
-from ultra_hstu_plugin.quant.fp8_linear import FP8LinearFunction
+from ultra_hstu_plugin.kernels.fp8_gemm import (
+    VARIANTS,
+    FP8LinearFunction,
+    NormMulDropoutKernels,
+    fp8_output,
+    fp8_supported,
+    fp8_uvqk,
+)
+from ultra_hstu_plugin.kernels.fp8_gemm.autograd import LayerNormFn
+from ultra_hstu_plugin.kernels.jagged import check_jagged_offsets
+from ultra_hstu_plugin.kernels.sla_attention import SLAMaskSpec, sla_attention
 
 logger = logging.getLogger(__name__)
 _fp8_fallback_logged = False
+
+# GR's fused LayerNorm-mul-dropout pair, which the FP8 output block runs around its GEMM.
+GR_NORM_MUL_DROPOUT = NormMulDropoutKernels(
+    forward=triton_layer_norm_mul_dropout_fwd, backward=triton_layer_norm_mul_dropout_bwd
+)
+
+
+def gr_layer_norm(kernel: HammerKernel) -> LayerNormFn:
+    """GR's ``layer_norm`` on ``kernel``, as the FP8 uvqk projection recomputes it in backward."""
+
+    def norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        if kernel != HammerKernel.TRITON and weight.dtype != x.dtype:
+            # GR's Triton LayerNorm reads fp32 norm parameters with bf16 activations;
+            # PyTorch's wants one dtype (the cast is differentiable, gradients stay fp32).
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        return layer_norm(x, weight=weight, bias=bias, eps=eps, kernel=kernel)
+
+    return norm
 
 
 def _fp8_fallback_notice(device: torch.device) -> None:
@@ -61,9 +89,12 @@ class UltraHSTULayer(STULayer):
     kernel flag on TRITON, by activation checkpointing on PYTORCH).
 
     ``fp8=True`` runs the uvqk and output projections through the FP8 rowwise GEMM
-    (``kernels/fp8_gemm.py``), with the residual ``x`` fused as the output GEMM's 2D bias
+    (``kernels/fp8_gemm``), with the residual ``x`` fused as the output GEMM's 2D bias
     and a bf16 backward.  Where there is no FP8 (CPU, pre-Hopper GPUs, dims not a
-    multiple of 16) it falls back to the plain path with one logged notice.
+    multiple of 16) it falls back to the plain path with one logged notice.  Like the
+    attention, the FP8 ops run on the backend the layer's ``HammerKernel`` selects
+    (TRITON: the kernels; PYTORCH: their PyTorch references).  ``fp8_gemm_variant`` pins the
+    Triton GEMM kernel (``"pointer"``/``"tma"``) or leaves it to the shape table (``"auto"``).
     """
 
     def __init__(
@@ -75,6 +106,7 @@ class UltraHSTULayer(STULayer):
         full_attn_tail: int = 0,
         is_inference: bool = False,
         fp8: bool = False,
+        fp8_gemm_variant: str = "auto",
     ) -> None:
         if not config.causal:
             raise ValueError("UltraHSTULayer supports causal attention only (config.causal=False)")
@@ -83,8 +115,13 @@ class UltraHSTULayer(STULayer):
                 f"STULayerConfig.max_attn_len={config.max_attn_len} conflicts with k1={k1}; "
                 "set the window through k1 only"
             )
+        if fp8_gemm_variant not in VARIANTS:
+            raise ValueError(
+                f"fp8_gemm_variant must be one of {VARIANTS}, got {fp8_gemm_variant!r}"
+            )
         super().__init__(config=config, is_inference=is_inference)
-        self._sla = SLAMaskSpec(
+        # Public: the mask travels from here to the kernel as it is.
+        self.sla = SLAMaskSpec(
             k1=k1,
             k2=k2,
             contextual_seq_len=config.contextual_seq_len,
@@ -94,15 +131,10 @@ class UltraHSTULayer(STULayer):
         self._max_attn_len = k1
         self._debug_checks = False
         self._fp8 = fp8
-        # "triton" on GPUs; tests select the PyTorch reference of the same GEMM on CPU.
-        self._fp8_backend = "triton"
-
-    @property
-    def sla(self) -> SLAMaskSpec:
-        return self._sla
+        self.fp8_gemm_variant = fp8_gemm_variant
 
     def extra_repr(self) -> str:
-        s = self._sla
+        s = self.sla
         return (
             f"heads={self._num_heads}, dim={self._embedding_dim}, k1={s.k1}, k2={s.k2}, "
             f"contextual={s.contextual_seq_len}, target_mode={s.target_mode}, "
@@ -142,7 +174,7 @@ class UltraHSTULayer(STULayer):
         return False
 
     def _uvqk_fp8(
-        self, x: torch.Tensor
+        self, x: torch.Tensor, backend: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # Norm parameters go in their own dtype: the kernels read them as fp32, and a cast
         # here would cost two launches forward and two in backward for ~KBs of data.
@@ -153,8 +185,9 @@ class UltraHSTULayer(STULayer):
             self._uvqk_weight,
             self._uvqk_beta,
             eps=1e-6,
-            kernel=self.hammer_kernel(),
-            backend=self._fp8_backend,
+            layer_norm=gr_layer_norm(self.hammer_kernel()),
+            backend=backend,
+            variant=self.fp8_gemm_variant,
         )
         h, a, n = self._hidden_dim, self._attention_dim, self._num_heads
         u, v, q, k = torch.split(uvqk, [h * n, h * n, a * n, a * n], dim=1)
@@ -171,7 +204,7 @@ class UltraHSTULayer(STULayer):
         return self.hammer_kernel() == HammerKernel.TRITON and not self._use_group_norm
 
     def _output_fp8_fused(
-        self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor
+        self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor, backend: str
     ) -> torch.Tensor:
         return fp8_output(
             attn,
@@ -184,10 +217,14 @@ class UltraHSTULayer(STULayer):
             dropout_ratio=self._output_dropout_ratio,
             training=self.training,
             recompute_y=self._recompute_y,
-            backend=self._fp8_backend,
+            norm_kernels=GR_NORM_MUL_DROPOUT,
+            backend=backend,
+            variant=self.fp8_gemm_variant,
         )
 
-    def _output_fp8(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _output_fp8(
+        self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor, backend: str
+    ) -> torch.Tensor:
         norm_mul_dropout = (
             triton_norm_mul_dropout
             if self.hammer_kernel() == HammerKernel.TRITON
@@ -208,7 +245,9 @@ class UltraHSTULayer(STULayer):
             linear_dim=self._hidden_dim,
         )
         # residual x fused into the GEMM epilogue as the 2D bias
-        out = FP8LinearFunction.apply(y, self._output_weight.t(), None, x, self._fp8_backend)
+        out = FP8LinearFunction.apply(
+            y, self._output_weight.t(), None, x, backend, self.fp8_gemm_variant
+        )
         return out.to(x.dtype)
 
     def _output(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -248,35 +287,41 @@ class UltraHSTULayer(STULayer):
                 "cached inference"
             )
         kernel = self.hammer_kernel()
-        self._check_inputs(kernel, x, x_lengths, x_offsets, max_seq_len, num_targets)
+        backend = backend_for(kernel, x.device)  # the one dispatch point, device check included
+        self._check_inputs(x, x_lengths, x_offsets, max_seq_len, num_targets)
         fp8 = self._use_fp8(x)
+        if fp8:
+            uvqk = functools.partial(
+                self._uvqk_fp8, backend=backend_for(kernel, x.device, "fp8_gemm")
+            )
+        else:
+            uvqk = self._uvqk
         u, q, k, v = self._maybe_checkpoint(
-            self._recompute_uvqk or self._recompute_normed_x,
-            self._uvqk_fp8 if fp8 else self._uvqk,
-            x,
+            self._recompute_uvqk or self._recompute_normed_x, uvqk, x
         )
         attn = sla_attention(
-            kernel,
             q,
             k,
             v,
             seq_offsets=x_offsets,
             max_seq_len=max_seq_len,
             alpha=self._attn_alpha,
-            spec=self._sla,
+            spec=self.sla,
             num_targets=num_targets if self._target_aware else None,
+            backend=backend,
         ).reshape(-1, self._hidden_dim * self._num_heads)
         # GR's Triton output kernel recomputes y itself when asked; elsewhere checkpoint.
         if fp8 and self._fused_fp8_output():
-            return self._output_fp8_fused(attn, u, x)
+            return self._output_fp8_fused(attn, u, x, backend)
         if fp8:
-            return self._maybe_checkpoint(self._recompute_y, self._output_fp8, attn, u, x)
+            return self._maybe_checkpoint(
+                self._recompute_y, functools.partial(self._output_fp8, backend=backend), attn, u, x
+            )
         recompute_y_here = self._recompute_y and kernel != HammerKernel.TRITON
         return self._maybe_checkpoint(recompute_y_here, self._output, attn, u, x)
 
     def _check_inputs(
         self,
-        kernel: HammerKernel,
         x: torch.Tensor,
         x_lengths: torch.Tensor,
         x_offsets: torch.Tensor,
@@ -285,11 +330,6 @@ class UltraHSTULayer(STULayer):
     ) -> None:
         """Clear errors before any kernel runs.  The O(B) parts read offsets on the host,
         so on CUDA they run only in debug mode (``set_debug_checks(True)``)."""
-        if kernel != HammerKernel.PYTORCH and x.device.type != "cuda":
-            raise ValueError(
-                f"HammerKernel.{kernel.name} needs CUDA tensors, got x on {x.device}; on CPU call "
-                "model.set_hammer_kernel(HammerKernel.PYTORCH)"
-            )
         if x.dim() != 2 or x.shape[1] != self._embedding_dim:
             raise ValueError(
                 f"x must be [sum L, {self._embedding_dim}], got shape {tuple(x.shape)}"

@@ -25,10 +25,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
 
-from ultra_hstu_plugin.kernels.int4_embedding_reference import codes_offset, scale_bias_offset
+from ultra_hstu_plugin.kernels.int4_embedding.reference import codes_offset, scale_bias_offset
 from ultra_hstu_plugin.kernels.interpreter_casts import casts_need_fixing, round_to_grid
+from ultra_hstu_plugin.kernels.ops import triton_interpreting
 
 # Output elements a program writes: enough bytes in flight per program on the GPU while
 # leaving thousands of programs for the 8K-id batches of inference lookups.
@@ -90,12 +90,6 @@ def _int4_lookup_kernel(
     tl.store(out_ptrs, vals.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-def interpreting() -> bool:
-    """Whether the kernel was built for the CPU interpreter (``TRITON_INTERPRET=1`` when this
-    module was imported: triton decides when ``@triton.jit`` runs, not at launch)."""
-    return isinstance(_int4_lookup_kernel, InterpretedFunction)
-
-
 def block_sizes(dim: int) -> tuple[int, int]:
     """``(HALF_BLOCK, BLOCK_N)`` for ``dim``: whole rows a program, ~ELEMS_PER_PROGRAM outputs."""
     half_block = triton.next_power_of_2(max(dim // 2, 1))
@@ -123,7 +117,7 @@ def int4_lookup_triton(
         return out
     half_block, default_block_n = block_sizes(dim)
     bn = block_n or default_block_n
-    round_bf16 = out_dtype == torch.bfloat16 and interpreting() and casts_need_fixing()
+    round_bf16 = out_dtype == torch.bfloat16 and triton_interpreting() and casts_need_fixing()
     grid = (triton.cdiv(n, bn),)
     _int4_lookup_kernel[grid](
         table,

@@ -1,12 +1,14 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """Benchmark: FP8 rowwise GEMM with fused 2D bias vs bf16 ``torch.addmm`` vs ``torch._scaled_mm``.
 
-    python -m ultra_hstu_plugin.bench.gemm --out DIR [--sweep]
+    python -m ultra_hstu_plugin.bench.fp8_gemm --out DIR [--sweep]
 
 Needs a CUDA GPU with FP8 (sm89+), torch and triton only (no gin/torchrec/fbgemm).  Each shape is
-checked against the PyTorch reference before it is timed; every row goes to ``DIR/gemm.jsonl``
-as soon as it is measured, then the whole run to ``DIR/gemm.json`` and ``DIR/gemm.md``.
-``--sweep`` also times every tile config of the autotune list on its own.
+checked against the PyTorch reference before it is timed; every row goes to ``DIR/fp8_gemm.jsonl``
+as soon as it is measured, then the whole run to ``DIR/fp8_gemm.json`` and ``DIR/fp8_gemm.md``.
+``--sweep`` also times every tile config of the autotune list on its own.  Each run also writes
+``DIR/fp8_gemm_variant_table.json``: the faster kernel at each timed shape, the table
+``fp8_addmm(variant="auto")`` reads (``kernels/fp8_gemm/variants.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from typing import Callable
 import torch
 
 from ultra_hstu_plugin.bench.common import RowWriter, environment
+from ultra_hstu_plugin.kernels.fp8_gemm.variants import shape_key
 
 SHAPES = [(65536, 512, 2048), (65536, 1024, 4096), (16384, 2048, 8192)]
+# --variant-table adds the ULTRA-HSTU layer's output projections at D = 512 and 1024 (the uvqk
+# projections are the first two shapes above).
+LAYER_SHAPES = [(65536, 1536, 512), (65536, 3072, 1024)]
 # Targets from the issue (H100): bf16 GEMM and _scaled_mm at 65536x1024x4096, and our speedup
 # with the 2D bias over bf16 addmm at the two large shapes.
 TARGETS = {"bf16_mm_ms": 0.82, "scaled_mm_ms": 0.57, "speedup_vs_bf16_addmm": 1.6}
@@ -60,7 +66,7 @@ def _host_us(fn: Callable[[], object], calls: int = 50) -> float:
 
 def _check_shape(M: int, K: int, N: int, x, w, bias2d, fp8) -> dict:
     """Correctness of our kernels (and _scaled_mm) on this shape, against the references."""
-    from ultra_hstu_plugin.kernels.fp8_gemm_reference import (
+    from ultra_hstu_plugin.kernels.fp8_gemm.reference import (
         fp8_addmm_reference,
         quantize_rowwise_reference,
     )
@@ -102,7 +108,7 @@ def _edge_checks(fp8, kern, dev: torch.device) -> list[dict]:
 
     Run with two tile configs pinned, bias prefetched and not (autotuning every bias variant
     would compile the whole config list four times over)."""
-    from ultra_hstu_plugin.kernels.fp8_gemm_reference import fp8_addmm_reference
+    from ultra_hstu_plugin.kernels.fp8_gemm.reference import fp8_addmm_reference
 
     pinned = []
     for prefetch in (False, True):
@@ -221,13 +227,19 @@ def _measure_shape(
             graph_ms[name] = f"{type(e).__name__}: {str(e)[:120]}"
     host_us = {n: _host_us(impls[n]) for n in ("bf16_addmm_bias2d", "ours_fp8_gemm_bias2d")}
     base = times["bf16_addmm_bias2d"]
-    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+    from ultra_hstu_plugin.kernels.fp8_gemm import tma_kernels as tma
 
     best = {
         "pointer": kern.autotuned_kernel().best_config,
         "tma": tma.autotuned_kernel().best_config,
     }
-    chosen = dict(kern._VARIANT_CHOICE)
+    from ultra_hstu_plugin.kernels.fp8_gemm.variants import choose_variant
+    from ultra_hstu_plugin.kernels.ops import cuda_capability
+
+    out_probe = torch.empty(M, N, dtype=torch.bfloat16, device=dev)
+    chosen = choose_variant(
+        M, N, K, cuda_capability(dev), tma.tma_supported(xq, wq, out_probe, bias2d)
+    )
     for name, ms in times.items():
         row = {"kind": "time", "M": M, "K": K, "N": N, "impl": name, "ms": ms}
         if name != "ours_quantize_only":
@@ -241,8 +253,8 @@ def _measure_shape(
             variant = name.rsplit("_", 1)[-1]
             if variant in best:
                 row["config"] = str(best[variant])
-            else:  # the auto choice, made by timing both variants on the first call
-                row["auto_choice"] = str(chosen)
+            else:  # the auto choice: the variant table (or its default) for this shape
+                row["auto_choice"] = chosen
             row["vs_scaled_mm_plus_add"] = times["scaled_mm_rowwise_plus_add"] / ms
         writer.add(row)
     if sweep:
@@ -269,7 +281,7 @@ def _measure_shape(
 def host_overheads(fp8, kern, dev: torch.device) -> list[dict]:
     """Host microseconds a call of each piece of the FP8 path (GPU kept busy, so no call
     waits on it), at the layer bench's uvqk shape: where a launch-bound step spends its time."""
-    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+    from ultra_hstu_plugin.kernels.fp8_gemm import tma_kernels as tma
 
     M, K, N = 65536, 512, 2048
     x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
@@ -326,16 +338,16 @@ def host_overheads(fp8, kern, dev: torch.device) -> list[dict]:
 def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[int, int, int]]):
 
     from ultra_hstu_plugin.kernels import fp8_gemm as fp8
-    from ultra_hstu_plugin.kernels import fp8_gemm_triton as kern
+    from ultra_hstu_plugin.kernels.fp8_gemm import triton_kernels as kern
 
     dev = torch.device("cuda")
     if not fp8.fp8_supported(dev):
         raise SystemExit(f"needs a CUDA GPU with FP8 (sm89+); found {torch.cuda.get_device_name()}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = RowWriter(out_dir, "gemm")
+    writer = RowWriter(out_dir, "fp8_gemm")
     meta = {
         **environment(),
-        "command": "python -m ultra_hstu_plugin.bench.gemm " + " ".join(sys.argv[1:]),
+        "command": "python -m ultra_hstu_plugin.bench.fp8_gemm " + " ".join(sys.argv[1:]),
         "timing": f"triton.testing.do_bench median, warmup={warmup} ms, rep={rep} ms",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -353,7 +365,7 @@ def run(out_dir: Path, sweep: bool, warmup: int, rep: int, shapes: list[tuple[in
 
 
 def _write_summary(out_dir: Path, meta: dict, rows: list[dict]) -> None:
-    (out_dir / "gemm.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (out_dir / "fp8_gemm.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [
         "# FP8 rowwise GEMM with fused 2D bias",
         "",
@@ -405,16 +417,42 @@ def _write_summary(out_dir: Path, meta: dict, rows: list[dict]) -> None:
         lines += [f"| {r['piece']} | {r['host_us_per_call']} |" for r in host]
     choices = [r for r in rows if r.get("auto_choice")]
     if choices:
-        lines += [
-            "",
-            f"Kernel chosen by `fp8_addmm` (timed on first call): {choices[-1]['auto_choice']}",
-        ]
-    (out_dir / "gemm.md").write_text("\n".join(lines) + "\n")
+        lines += ["", "## Kernel `fp8_addmm(variant='auto')` runs (variant table)", ""]
+        lines += ["| M | K | N | auto | faster here |", "| --- | --- | --- | --- | --- |"]
+        faster = measured_variant_table(rows, meta)
+        for r in choices:
+            key = shape_key(r["M"], r["N"], r["K"])
+            best = next(iter(faster["table"].values()), {}).get(key, "-")
+            lines.append(f"| {r['M']} | {r['K']} | {r['N']} | {r['auto_choice']} | {best} |")
+    (out_dir / "fp8_gemm.md").write_text("\n".join(lines) + "\n")
+    table = measured_variant_table(rows, meta)
+    (out_dir / "fp8_gemm_variant_table.json").write_text(json.dumps(table, indent=1) + "\n")
+
+
+def measured_variant_table(rows: list[dict], meta: dict) -> dict:
+    """``variants.py``'s table from this run: the faster of the two kernels at each timed shape
+    (the GEMM with a 2D bias, as the layer's output projection runs it).  Copy the file to
+    ``kernels/fp8_gemm/variant_table.json`` to make it the default on that device."""
+    from ultra_hstu_plugin.kernels.fp8_gemm.variants import device_key
+
+    ms: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r["kind"] == "time" and r["impl"].startswith("ours_fp8_gemm_bias2d_"):
+            variant = r["impl"].rsplit("_", 1)[-1]
+            ms.setdefault((r["M"], r["K"], r["N"]), {})[variant] = r["ms"]
+    shapes = {shape_key(M, N, K): min(t, key=t.get) for (M, K, N), t in ms.items() if len(t) == 2}
+    cap = tuple(int(v) for v in (meta.get("capability") or "0.0").split("."))
+    return {
+        "made_by": meta.get("command"),
+        "git_commit": meta.get("git_commit"),
+        "device": meta.get("device"),
+        "table": {device_key(cap): shapes},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="directory for gemm.jsonl/json/md")
+    p.add_argument("--out", type=Path, required=True, help="directory for fp8_gemm.jsonl/json/md")
     p.add_argument("--sweep", action="store_true", help="also time each tile config alone")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warm-up (ms)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition time (ms)")
@@ -422,8 +460,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--shapes", type=str, default=None, help="M,K,N;M,K,N;... (default: the three issue shapes)"
     )
+    p.add_argument(
+        "--variant-table",
+        action="store_true",
+        help="also time the layer's output-projection shapes, so that fp8_gemm_variant_table.json "
+        "covers every GEMM of the layer benchmark",
+    )
     a = p.parse_args(argv)
-    shapes = SHAPES
+    shapes = SHAPES + (LAYER_SHAPES if a.variant_table else [])
     if a.shapes:
         shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
     run(a.out, a.sweep, a.warmup, a.rep, [] if a.host_only else shapes)

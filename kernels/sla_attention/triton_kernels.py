@@ -1,7 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """Triton kernels for jagged HSTU attention under the SLA mask: forward and backward.
 
-``out = silu(alpha * Q K^T) / N * M @ V`` with ``M`` from :mod:`sla_mask` (the contract).
+``out = silu(alpha * Q K^T) / N * M @ V`` with ``M`` from :mod:`.mask` (the contract).
 Each program owns one (sequence, head, block) and visits only the tiles that can hold a
 visible pair; the cost is therefore ~``(k1 + k2) * L`` instead of ``L^2``.
 
@@ -40,7 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
+from ultra_hstu_plugin.kernels.ops import triton_interpreting
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -783,16 +784,10 @@ def _tuned(kernel, configs):
     )(kernel)
 
 
-_fwd_tuned = _tuned(_sla_fwd_kernel, _FWD_CONFIGS)
-_dkdv_tuned = _tuned(_sla_bwd_dkdv_kernel, _DKDV_CONFIGS)
-_dq_tuned = _tuned(_sla_bwd_dq_kernel, _DQ_CONFIGS)
-
-
-def is_interpreted() -> bool:
-    """True when the kernels were built for TRITON_INTERPRET=1 (decided at import)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(_sla_fwd_kernel, InterpretedFunction)
+# The autotuned kernels (public: the benchmark reports the configs they chose).
+fwd_tuned = _tuned(_sla_fwd_kernel, _FWD_CONFIGS)
+dkdv_tuned = _tuned(_sla_bwd_dkdv_kernel, _DKDV_CONFIGS)
+dq_tuned = _tuned(_sla_bwd_dq_kernel, _DQ_CONFIGS)
 
 
 # The interpreter cannot time configs; small tiles keep it quick and still exercise
@@ -808,7 +803,7 @@ _INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 def _interpreter_bf16(q: torch.Tensor) -> bool:
     """Triton's interpreter (3.9) multiplies bf16 tiles wrongly (numpy has no bf16):
     there, bf16 inputs run in fp32 and the results are rounded back."""
-    return q.dtype == torch.bfloat16 and is_interpreted()
+    return q.dtype == torch.bfloat16 and triton_interpreting()
 
 
 @functools.cache
@@ -848,14 +843,14 @@ def _common_args(
         "PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
         # tanh.approx (PTX) for 16-bit inputs on NVIDIA: its ~2^-11 error is below bf16's.
         "FAST_MATH": q.dtype != torch.float32
-        and not is_interpreted()
+        and not triton_interpreting()
         and torch.version.hip is None,
     }
     return scalars, flags
 
 
 def _launch(tuned, raw, grid, args: list, flags: dict, config: Optional[dict]) -> None:
-    if config is None and is_interpreted():
+    if config is None and triton_interpreting():
         config = _INTERPRET_CONFIG
     if config is None:
         tuned[grid](*args, **flags)
@@ -911,7 +906,7 @@ def sla_attention_triton_fwd(
 
     args = [q, k, v, out, seq_offsets, nt, *q.stride()[:2], *k.stride()[:2], *v.stride()[:2]]
     args += [*out.stride()[:2], *scalars]
-    _launch(_fwd_tuned, _sla_fwd_kernel, grid, args, flags, config)
+    _launch(fwd_tuned, _sla_fwd_kernel, grid, args, flags, config)
     return out
 
 
@@ -956,7 +951,7 @@ def sla_attention_triton_bwd(
         return (B * H, triton.cdiv(max_seq_len, meta["BLOCK_M"]))
 
     args = [q, k, v, dout, dk, dv, seq_offsets, nt, *strides, *dk.stride()[:2], *dv.stride()[:2]]
-    _launch(_dkdv_tuned, _sla_bwd_dkdv_kernel, grid_n, args + scalars, flags, config)
+    _launch(dkdv_tuned, _sla_bwd_dkdv_kernel, grid_n, args + scalars, flags, config)
     args = [q, k, v, dout, dq, seq_offsets, nt, *strides, *dq.stride()[:2]]
-    _launch(_dq_tuned, _sla_bwd_dq_kernel, grid_m, args + scalars, flags, config)
+    _launch(dq_tuned, _sla_bwd_dq_kernel, grid_m, args + scalars, flags, config)
     return dq, dk, dv

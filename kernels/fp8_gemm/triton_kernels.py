@@ -23,9 +23,10 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
 
+from ultra_hstu_plugin.kernels.fp8_gemm.variants import VARIANTS, choose_variant
 from ultra_hstu_plugin.kernels.interpreter_casts import casts_need_fixing, round_to_grid
+from ultra_hstu_plugin.kernels.ops import cuda_capability, triton_interpreting
 
 FP8_E4M3_MAX = 448.0
 # amax is clamped to at least this before dividing by 448: an all-zero row gets a tiny positive
@@ -234,10 +235,10 @@ def quantize_weight_in_out_triton(
     write_bf16 = w.dtype != torch.bfloat16
     w_bf16 = torch.empty((K, N), dtype=torch.bfloat16, device=w.device) if write_bf16 else w
     if K == 0 or N == 0:
-        from ultra_hstu_plugin.kernels.fp8_gemm_reference import quantize_weight_in_out_reference
+        from ultra_hstu_plugin.kernels.fp8_gemm.reference import quantize_weight_in_out_reference
 
         return quantize_weight_in_out_reference(w)
-    block_n = 16 if interpreting() else 64
+    block_n = 16 if triton_interpreting() else 64
     _quantize_weight_in_out_kernel[(triton.cdiv(N, block_n),)](
         w,
         q,
@@ -247,7 +248,7 @@ def quantize_weight_in_out_triton(
         N,
         w.stride(0),
         w.stride(1),
-        BLOCK_K=32 if interpreting() else 64,
+        BLOCK_K=32 if triton_interpreting() else 64,
         BLOCK_N=block_n,
         WRITE_BF16=write_bf16,
         AMAX_EPS_C=AMAX_EPS,
@@ -487,13 +488,7 @@ def _prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> 
 
 
 def _fix_interpreter_casts() -> bool:
-    return interpreting() and casts_need_fixing()
-
-
-def interpreting() -> bool:
-    """Whether the kernels here were built for the CPU interpreter (``TRITON_INTERPRET=1`` at
-    import time: triton decides when ``@triton.jit`` runs, not at launch)."""
-    return isinstance(_fp8_addmm_kernel, InterpretedFunction)
+    return triton_interpreting() and casts_need_fixing()
 
 
 _AUTOTUNED = None
@@ -535,9 +530,7 @@ def interpreter_needs_fp8_emulation() -> bool:
     return not torch.allclose(c, ref, rtol=1e-5, atol=1e-5)
 
 
-GEMM_VARIANTS = ("auto", "pointer", "tma")
-# Which kernel won, per (M bucket, N, K, bias flags, bias dtype): decided once by timing both.
-_VARIANT_CHOICE: dict[tuple, str] = {}
+GEMM_VARIANTS = VARIANTS
 
 
 def fp8_addmm_triton(
@@ -555,9 +548,8 @@ def fp8_addmm_triton(
     ``out`` (bf16 ``[M, N]``, contiguous) lets tests pass a NaN-poisoned buffer.
 
     ``variant``: ``"pointer"`` (one program a tile, ``_fp8_addmm_kernel``), ``"tma"`` (the
-    persistent TMA kernel of ``fp8_gemm_tma_triton``, Hopper+) or ``"auto"``: on GPUs where
-    both apply, each is autotuned and timed on the first call for a shape and the faster one
-    is kept; elsewhere the pointer kernel.
+    persistent TMA kernel of ``tma_kernels``, Hopper+) or ``"auto"``: the table of
+    ``variants.py`` for this shape and device (the pointer kernel where TMA does not apply).
     """
     if variant not in GEMM_VARIANTS:
         raise ValueError(f"variant must be one of {GEMM_VARIANTS}, got {variant!r}")
@@ -568,8 +560,8 @@ def fp8_addmm_triton(
     if M == 0 or N == 0:
         return out
     operands = (x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
-    if variant == "auto" and config is None and not interpreting():
-        if _choose_variant(operands, out) == "tma":  # the choice checked that TMA applies
+    if variant == "auto" and config is None and not triton_interpreting():
+        if _auto_variant(operands, out) == "tma":  # the choice checked that TMA applies
             return _launch_tma(operands, out, None, checked=True)
         return _launch_pointer(operands, out, None)
     if variant == "tma":
@@ -582,17 +574,17 @@ def _launch_tma(
     operands: tuple, out: torch.Tensor, config: dict | None, checked: bool = False
 ) -> torch.Tensor:
     """``checked``: the auto choice already made sure the TMA kernel applies."""
-    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+    from ultra_hstu_plugin.kernels.fp8_gemm import tma_kernels as tma
 
     x_fp8, _, w_fp8, _, bias2d, _ = operands
-    ok = tma.tma_layout_ok if interpreting() else tma.tma_supported
+    ok = tma.tma_layout_ok if triton_interpreting() else tma.tma_supported
     if not checked and not ok(x_fp8, w_fp8, out, bias2d):
         raise ValueError(
             "the TMA GEMM needs a Hopper or newer GPU and 16-byte-aligned tensors and rows "
             "(K % 16 == 0, N % 8 == 0 for a bf16 output and bias); use variant='pointer' or "
             "'auto'"
         )
-    if interpreting():
+    if triton_interpreting():
         # Small tiles and few programs: the interpreter's cost is per program and element.
         subtile = bool(config and config.get("EPILOGUE_SUBTILE"))
         cfg = dict(INTERPRETER_CONFIG, EPILOGUE_SUBTILE=subtile)
@@ -601,31 +593,13 @@ def _launch_tma(
     return tma.fp8_addmm_tma(*operands, out, config=config)
 
 
-def _choose_variant(operands: tuple, out: torch.Tensor) -> str:
-    from ultra_hstu_plugin.kernels import fp8_gemm_tma_triton as tma
+def _auto_variant(operands: tuple, out: torch.Tensor) -> str:
+    from ultra_hstu_plugin.kernels.fp8_gemm import tma_kernels as tma
 
-    x_fp8, _, w_fp8, _, bias2d, bias1d = operands
+    x_fp8, _, w_fp8, _, bias2d, _ = operands
     M, K = x_fp8.shape
-    N = w_fp8.shape[0]
-    if not tma.tma_supported(x_fp8, w_fp8, out, bias2d):
-        return "pointer"
-    key = (
-        triton.next_power_of_2(M),
-        N,
-        K,
-        bias1d is not None,
-        None if bias2d is None else bias2d.dtype,
-    )
-    if key not in _VARIANT_CHOICE:
-        # First call for this shape: autotune both (their first launches), then time each.
-        timings = {}
-        for name, launch in (("pointer", _launch_pointer), ("tma", _launch_tma)):
-            launch(operands, out, None)
-            timings[name] = triton.testing.do_bench(
-                lambda launch=launch: launch(operands, out, None), warmup=5, rep=20
-            )
-        _VARIANT_CHOICE[key] = min(timings, key=timings.get)
-    return _VARIANT_CHOICE[key]
+    tma_applies = tma.tma_supported(x_fp8, w_fp8, out, bias2d)
+    return choose_variant(M, w_fp8.shape[0], K, cuda_capability(x_fp8.device), tma_applies)
 
 
 def _launch_pointer(operands: tuple, out: torch.Tensor, config: dict | None) -> torch.Tensor:
@@ -654,7 +628,7 @@ def _launch_pointer(operands: tuple, out: torch.Tensor, config: dict | None) -> 
     def grid(meta: dict) -> tuple[int]:
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-    if interpreting():
+    if triton_interpreting():
         cfg = dict(INTERPRETER_CONFIG, PREFETCH_BIAS=bool(config and config.get("PREFETCH_BIAS")))
         cfg["BLOCK_K"] = _k_tile(cfg["BLOCK_K"], K)
         emulate = interpreter_needs_fp8_emulation()

@@ -1,7 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """Benchmark: jagged SLA attention (ours) vs GR's Triton HSTU attention, FlexAttention, SDPA.
 
-    python -m ultra_hstu_plugin.bench.attention --out DIR [--gr-path PATH] [--time-budget S]
+    python -m ultra_hstu_plugin.bench.sla_attention --out DIR [--gr-path PATH] [--time-budget S]
 
 Needs torch and triton only (no gin/torchrec/fbgemm).  B * L = 65536 tokens, H = 4,
 D = 128, bf16, L in {4096, 8192, 16384}, (K1, K2) in {(1024, 0), (1024, 128), (0, 0)}.
@@ -15,8 +15,8 @@ Columns, all measured in the same run:
 * ``sdpa``: ``F.scaled_dot_product_attention(is_causal=True)``, full causal case only.
 
 Correctness of ours (bf16 against the float32 reference) is checked before any timing.
-Every row goes to ``DIR/attention.jsonl`` as it is measured; ``attention.json`` and
-``attention.md`` are written at the end.  ``--smoke`` runs the whole flow at toy sizes
+Every row goes to ``DIR/sla_attention.jsonl`` as it is measured; ``sla_attention.json`` and
+``sla_attention.md`` are written at the end.  ``--smoke`` runs the whole flow at toy sizes
 (on CPU with ``TRITON_INTERPRET=1``) to test the script itself.
 """
 
@@ -78,7 +78,7 @@ def _ensure_kernels_importable() -> None:
 def _meta(args: argparse.Namespace) -> dict:
     return {
         **environment(),
-        "command": "python -m ultra_hstu_plugin.bench.attention " + " ".join(sys.argv[1:]),
+        "command": "python -m ultra_hstu_plugin.bench.sla_attention " + " ".join(sys.argv[1:]),
         "timing": "triton.testing.do_bench median (warmup=25 ms, rep=100 ms), first call outside",
         "flop_convention": FLOP_CONVENTION,
         "total_tokens": args.total_tokens,
@@ -178,7 +178,7 @@ def _fwd_and_fwdbwd(forward: Callable, inputs: list[torch.Tensor], dout: torch.T
 
 def _ours(x: _Inputs, k1: int, k2: int):
     from ultra_hstu_plugin.kernels.sla_attention import sla_attention
-    from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
+    from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
 
     spec = SLAMaskSpec(k1=k1, k2=k2)
 
@@ -247,8 +247,8 @@ def _sdpa(x: _Inputs):
 
 def _correctness(writer: RowWriter, device: str, smoke: bool, D: int) -> None:
     from ultra_hstu_plugin.kernels.sla_attention import sla_attention
-    from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
-    from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
+    from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
+    from ultra_hstu_plugin.kernels.sla_attention.reference import sla_attention_reference
 
     L_mid, L_long = (64, 96) if smoke else (2048, 16384)
     w = 8 if smoke else 1024
@@ -363,7 +363,7 @@ def device_is_cuda() -> bool:
 def _gr_sanity(writer: RowWriter, x: _Inputs, gr_mha) -> None:
     """GR's window mask equals ours with k2 = 0: a cheap check that we call it right."""
     from ultra_hstu_plugin.kernels.sla_attention import sla_attention
-    from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
+    from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
 
     w = min(1024, x.L // 4)
     try:
@@ -499,13 +499,13 @@ def _markdown(meta: dict, rows: list[dict], targets: list[dict], tuned: dict) ->
 
 
 def _tuned_configs() -> dict:
-    from ultra_hstu_plugin.kernels import sla_attention_triton as kern
+    from ultra_hstu_plugin.kernels.sla_attention import triton_kernels as kern
 
     out = {}
     for name, tuner in (
-        ("fwd", kern._fwd_tuned),
-        ("dkdv", kern._dkdv_tuned),
-        ("dq", kern._dq_tuned),
+        ("fwd", kern.fwd_tuned),
+        ("dkdv", kern.dkdv_tuned),
+        ("dq", kern.dq_tuned),
     ):
         out[name] = {str(k): str(v) for k, v in getattr(tuner, "cache", {}).items()}
     return out
@@ -543,7 +543,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     masks = [(8, 0), (8, 4), (0, 0)] if args.smoke else MASKS
 
     meta = _meta(args)
-    writer = RowWriter(args.out, "attention")
+    writer = RowWriter(args.out, "sla_attention")
     writer.add({"kind": "meta", **meta})
     _correctness(writer, device, args.smoke, args.dim)
 
@@ -609,9 +609,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         "tuned_configs": tuned,
         "issue_targets": TARGETS,
     }
-    (args.out / "attention.json").write_text(json.dumps(result, indent=1))
-    (args.out / "attention.md").write_text(_markdown(meta, rows, targets, tuned))
-    print((args.out / "attention.md").read_text())
+    (args.out / "sla_attention.json").write_text(json.dumps(result, indent=1))
+    (args.out / "sla_attention.md").write_text(_markdown(meta, rows, targets, tuned))
+    print((args.out / "sla_attention.md").read_text())
 
 
 if __name__ == "__main__":

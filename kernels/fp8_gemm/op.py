@@ -12,77 +12,51 @@ implementations, so they trace under torch.compile.
 Inputs are checked before any launch; errors name the offending tensor and value.
 """
 
-import functools
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
-from ultra_hstu_plugin.kernels.eager import plain_eager
-from ultra_hstu_plugin.kernels.fp8_gemm_reference import (
+from ultra_hstu_plugin.kernels.fp8_gemm.reference import (
     FP8_DTYPE,
     fp8_addmm_reference,
     layer_norm_quantize_rowwise_reference,
     quantize_rowwise_reference,
     quantize_weight_in_out_reference,
 )
+from ultra_hstu_plugin.kernels.fp8_gemm.variants import VARIANTS
+from ultra_hstu_plugin.kernels.ops import (
+    BACKENDS,
+    check_backend,
+    cuda_capability,
+    custom_op,
+    fp8_supported,
+)
 
-BACKENDS = ("triton", "pytorch")
+__all__ = [
+    "BACKENDS",
+    "VARIANTS",
+    "cuda_capability",
+    "fp8_addmm",
+    "fp8_supported",
+    "layer_norm_quantize_rowwise",
+    "quantize_rowwise",
+    "quantize_weight",
+    "quantize_weight_in_out",
+]
+
 _BIAS_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _INPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-_MIN_FP8_CAPABILITY = (8, 9)  # Ada / Hopper: the first GPUs with e4m3 tensor cores
-
-
-@functools.cache
-def _cuda_capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
-
-
-def cuda_capability(device: torch.device) -> tuple[int, int]:
-    """``device``'s compute capability, cached: the query costs microseconds of host time, and
-    the FP8 path asks on every call (a launch-bound train step feels it)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return _cuda_capability(index)
-
-
-def fp8_supported(device: Union[torch.device, str, None]) -> bool:
-    """Whether the Triton FP8 kernels can run on ``device`` (CUDA, compute capability >= 8.9)."""
-    if device is None:
-        return False
-    device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return False
-    return cuda_capability(device) >= _MIN_FP8_CAPABILITY
 
 
 def _triton_module():
     # Imported lazily: the pytorch backend must work where triton cannot be imported.
-    from ultra_hstu_plugin.kernels import fp8_gemm_triton
+    from ultra_hstu_plugin.kernels.fp8_gemm import triton_kernels
 
-    return fp8_gemm_triton
-
-
-def _check_triton_device(device: torch.device, op: str) -> None:
-    """The Triton path needs an FP8-capable GPU, or the CPU interpreter (tests)."""
-    if device.type == "cuda":
-        if not fp8_supported(device):
-            cap = torch.cuda.get_device_capability(device)
-            raise RuntimeError(
-                f"{op}(backend='triton') needs a CUDA device with FP8 (compute capability >= "
-                f"8.9); {device} has compute capability {cap[0]}.{cap[1]}. "
-                "Use backend='pytorch' or a bf16 path there."
-            )
-        return
-    if device.type == "cpu" and _triton_module().interpreting():
-        return
-    raise RuntimeError(
-        f"{op}(backend='triton') runs on CUDA devices with FP8 (or on CPU under "
-        f"TRITON_INTERPRET=1 for tests); got a tensor on {device}. Use backend='pytorch'."
-    )
+    return triton_kernels
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def _check_backend(op: str, backend: str, device: Optional[torch.device] = None) -> None:
+    check_backend(op, backend, device, needs_fp8=True)
 
 
 def _check_addmm_inputs(
@@ -130,41 +104,33 @@ def _check_addmm_inputs(
         raise ValueError(f"all tensors must be on one device, got {where}")
 
 
-def _fp8_addmm_impl(
-    x_fp8: torch.Tensor,
-    x_scale: torch.Tensor,
-    w_fp8: torch.Tensor,
-    w_scale: torch.Tensor,
-    bias2d: Optional[torch.Tensor],
-    bias1d: Optional[torch.Tensor],
-    backend: str,
-) -> torch.Tensor:
-    _check_backend(backend)
-    _check_addmm_inputs(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
-    if backend == "pytorch":
-        return fp8_addmm_reference(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
-    _check_triton_device(x_fp8.device, "fp8_addmm")
-    return _triton_module().fp8_addmm_triton(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
-
-
-@torch.library.custom_op("ultra_hstu::fp8_addmm", mutates_args=())
-def _fp8_addmm_op(
-    x_fp8: torch.Tensor,
-    x_scale: torch.Tensor,
-    w_fp8: torch.Tensor,
-    w_scale: torch.Tensor,
-    bias2d: Optional[torch.Tensor],
-    bias1d: Optional[torch.Tensor],
-    backend: str,
-) -> torch.Tensor:
-    return _fp8_addmm_impl(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
-
-
-@_fp8_addmm_op.register_fake
-def _(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend):
-    _check_backend(backend)
+def _fp8_addmm_fake(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend, variant):
+    _check_backend("fp8_addmm", backend)
     _check_addmm_inputs(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
     return x_fp8.new_empty((x_fp8.shape[0], w_fp8.shape[0]), dtype=torch.bfloat16)
+
+
+@custom_op("fp8_addmm", fake=_fp8_addmm_fake)
+def _fp8_addmm(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias2d: Optional[torch.Tensor],
+    bias1d: Optional[torch.Tensor],
+    backend: str,
+    variant: str,
+) -> torch.Tensor:
+    _check_backend("fp8_addmm", backend)
+    _check_addmm_inputs(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+    if variant not in VARIANTS:
+        raise ValueError(f"fp8_addmm: variant must be one of {VARIANTS}, got {variant!r}")
+    if backend == "pytorch":
+        return fp8_addmm_reference(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d)
+    _check_backend("fp8_addmm", backend, x_fp8.device)
+    return _triton_module().fp8_addmm_triton(
+        x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, variant=variant
+    )
 
 
 def fp8_addmm(
@@ -175,16 +141,17 @@ def fp8_addmm(
     bias2d: Optional[torch.Tensor] = None,
     bias1d: Optional[torch.Tensor] = None,
     backend: str = "triton",
+    variant: str = "auto",
 ) -> torch.Tensor:
     """``bias2d + (x_scale[:, None] * (x_fp8 @ w_fp8^T) * w_scale[None, :]) + bias1d`` in bf16.
 
     ``x_fp8 [M, K]`` and ``w_fp8 [N, K]`` are e4m3 (``K % 16 == 0``), ``x_scale [M]`` and
     ``w_scale [N]`` fp32, ``bias2d [M, N]`` and ``bias1d [N]`` optional (bf16, fp16 or fp32,
     contiguous).  Accumulates in fp32.  ``backend="pytorch"`` runs the reference on any device.
+    ``variant`` picks the Triton kernel: ``"auto"`` (the table in ``variants.py``, the same on
+    every rank), ``"pointer"`` or ``"tma"``.
     """
-    if plain_eager(x_fp8):
-        return _fp8_addmm_impl(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
-    return _fp8_addmm_op(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend)
+    return _fp8_addmm(x_fp8, x_scale, w_fp8, w_scale, bias2d, bias1d, backend, variant)
 
 
 def _check_quantize_input(x: torch.Tensor) -> None:
@@ -194,23 +161,8 @@ def _check_quantize_input(x: torch.Tensor) -> None:
         raise ValueError(f"x must be 2-D [M, K], got shape {tuple(x.shape)}")
 
 
-def _quantize_rowwise_impl(x: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_backend(backend)
-    _check_quantize_input(x)
-    if backend == "pytorch":
-        return quantize_rowwise_reference(x)
-    _check_triton_device(x.device, "quantize_rowwise")
-    return _triton_module().quantize_rowwise_triton(x.contiguous())
-
-
-@torch.library.custom_op("ultra_hstu::quantize_rowwise", mutates_args=())
-def _quantize_rowwise_op(x: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _quantize_rowwise_impl(x, backend)
-
-
-@_quantize_rowwise_op.register_fake
-def _(x, backend):
-    _check_backend(backend)
+def _quantize_rowwise_fake(x, backend):
+    _check_backend("quantize_rowwise", backend)
     _check_quantize_input(x)
     return (
         x.new_empty(x.shape, dtype=FP8_DTYPE),
@@ -218,14 +170,22 @@ def _(x, backend):
     )
 
 
+@custom_op("quantize_rowwise", fake=_quantize_rowwise_fake)
+def _quantize_rowwise(x: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_backend("quantize_rowwise", backend)
+    _check_quantize_input(x)
+    if backend == "pytorch":
+        return quantize_rowwise_reference(x)
+    _check_backend("quantize_rowwise", backend, x.device)
+    return _triton_module().quantize_rowwise_triton(x.contiguous())
+
+
 def quantize_rowwise(x: torch.Tensor, backend: str = "triton") -> tuple[torch.Tensor, torch.Tensor]:
     """``x [M, K]`` -> ``(x_fp8 [M, K] e4m3, scale [M] fp32)``, ``scale = max(amax, eps) / 448``.
 
     All-zero rows get a positive scale and zeros; values are clamped to +-448 (no inf/NaN).
     """
-    if plain_eager(x):
-        return _quantize_rowwise_impl(x, backend)
-    return _quantize_rowwise_op(x, backend)
+    return _quantize_rowwise(x, backend)
 
 
 def _check_layer_norm_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -240,35 +200,28 @@ def _check_layer_norm_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.
             raise ValueError(f"LayerNorm {name} is on {t.device} but x is on {x.device}")
 
 
-def _layer_norm_quantize_impl(
+def _layer_norm_quantize_fake(x, weight, bias, eps, backend):
+    _check_backend("layer_norm_quantize_rowwise", backend)
+    _check_layer_norm_inputs(x, weight, bias)
+    return (
+        x.new_empty(x.shape, dtype=FP8_DTYPE),
+        x.new_empty((x.shape[0],), dtype=torch.float32),
+    )
+
+
+@custom_op("layer_norm_quantize_rowwise", fake=_layer_norm_quantize_fake)
+def _layer_norm_quantize(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, backend: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    _check_backend(backend)
+    _check_backend("layer_norm_quantize_rowwise", backend)
     _check_layer_norm_inputs(x, weight, bias)
     triton_mod = _triton_module() if backend == "triton" else None
     if triton_mod is None or x.shape[1] > triton_mod.MAX_REGISTER_ROW:
         # Rows too long for one program's registers: the reference is LayerNorm + quantise.
         return layer_norm_quantize_rowwise_reference(x, weight, bias, eps)
-    _check_triton_device(x.device, "layer_norm_quantize_rowwise")
+    _check_backend("layer_norm_quantize_rowwise", backend, x.device)
     return triton_mod.layer_norm_quantize_rowwise_triton(
         x.contiguous(), weight.contiguous(), bias.contiguous(), eps
-    )
-
-
-@torch.library.custom_op("ultra_hstu::layer_norm_quantize_rowwise", mutates_args=())
-def _layer_norm_quantize_op(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, backend: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return _layer_norm_quantize_impl(x, weight, bias, eps, backend)
-
-
-@_layer_norm_quantize_op.register_fake
-def _(x, weight, bias, eps, backend):
-    _check_backend(backend)
-    _check_layer_norm_inputs(x, weight, bias)
-    return (
-        x.new_empty(x.shape, dtype=FP8_DTYPE),
-        x.new_empty((x.shape[0],), dtype=torch.float32),
     )
 
 
@@ -284,9 +237,7 @@ def layer_norm_quantize_rowwise(
     The LayerNorm is computed in fp32 and quantised from fp32 (never rounded to ``x``'s
     dtype in between); rows longer than 16384 take the unfused PyTorch path.
     """
-    if plain_eager(x):
-        return _layer_norm_quantize_impl(x, weight, bias, eps, backend)
-    return _layer_norm_quantize_op(x, weight, bias, eps, backend)
+    return _layer_norm_quantize(x, weight, bias, eps, backend)
 
 
 def quantize_weight_in_out(
@@ -298,12 +249,12 @@ def quantize_weight_in_out(
     a view (an ``nn.Linear`` weight transposed).  ``w_bf16`` is what a bf16 backward multiplies
     by; it is ``w`` itself when ``w`` is bf16.  Not a
     custom op: weights are parameters, outside any traced activation graph's hot path."""
-    _check_backend(backend)
+    _check_backend("quantize_weight_in_out", backend)
     _check_quantize_input(w)
     w = w.detach()
     if backend == "pytorch":
         return quantize_weight_in_out_reference(w)
-    _check_triton_device(w.device, "quantize_weight_in_out")
+    _check_backend("quantize_weight_in_out", backend, w.device)
     return _triton_module().quantize_weight_in_out_triton(w)
 
 

@@ -18,12 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ultra_hstu_plugin.kernels.fp8_gemm import (
-    fp8_addmm,
-    fp8_supported,
-    quantize_rowwise,
-    quantize_weight_in_out,
-)
+from ultra_hstu_plugin.kernels.fp8_gemm.autograd import FP8LinearFunction
+from ultra_hstu_plugin.kernels.ops import fp8_supported
 
 logger = logging.getLogger(__name__)
 _fallback_logged = False
@@ -34,59 +30,6 @@ def _log_fallback_once(reason: str) -> None:
     if not _fallback_logged:
         _fallback_logged = True
         logger.warning("FP8Linear: %s; using the plain dtype path (logged once).", reason)
-
-
-class FP8LinearFunction(torch.autograd.Function):
-    """Forward in FP8 (rowwise scales), backward in bf16.
-
-    The backward uses torch matmuls on bf16 copies of ``x`` and ``W`` kept from the forward:
-    e4m3 gradients would need per-tensor scaling with delayed (history-based) amax to be safe
-    (gradients have a far wider dynamic range than activations), and a bf16 backward is what
-    the issue accepts.
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        x2d: torch.Tensor,
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor],
-        residual2d: Optional[torch.Tensor],
-        backend: str,
-    ) -> torch.Tensor:
-        x_bf16 = x2d.to(torch.bfloat16).contiguous()
-        x_fp8, x_scale = quantize_rowwise(x_bf16, backend=backend)
-        # weight [out, in] seen as [in, out]: quantised from its bf16 rounding, which is what
-        # the backward multiplies by too (w_t_bf16 [in, out]).
-        w_fp8, w_scale, w_t_bf16 = quantize_weight_in_out(weight.t(), backend=backend)
-        if residual2d is not None:
-            residual2d = residual2d.contiguous()
-        b = bias.detach().contiguous() if bias is not None else None
-        y = fp8_addmm(x_fp8, x_scale, w_fp8, w_scale, residual2d, b, backend=backend)
-        ctx.save_for_backward(x_bf16, w_t_bf16)
-        ctx.dtypes = (
-            x2d.dtype,
-            weight.dtype,
-            bias.dtype if bias is not None else None,
-            residual2d.dtype if residual2d is not None else None,
-        )
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        x_bf16, w_t_bf16 = ctx.saved_tensors
-        x_dtype, w_dtype, b_dtype, r_dtype = ctx.dtypes
-        g = grad_out.to(torch.bfloat16)
-        grad_x = grad_w = grad_b = grad_r = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g @ w_t_bf16.t()).to(x_dtype)
-        if ctx.needs_input_grad[1]:
-            grad_w = (g.t() @ x_bf16).to(w_dtype)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum(0, dtype=torch.float32).to(b_dtype)
-        if ctx.needs_input_grad[3]:
-            grad_r = grad_out.to(r_dtype)
-        return grad_x, grad_w, grad_b, grad_r, None
 
 
 class FP8Linear(nn.Module):
@@ -144,7 +87,7 @@ class FP8Linear(nn.Module):
         lead = x.shape[:-1]
         x2d = x.reshape(-1, self.in_features)
         r2d = residual.reshape(-1, self.out_features) if residual is not None else None
-        y = FP8LinearFunction.apply(x2d, self.weight, self.bias, r2d, "triton")
+        y = FP8LinearFunction.apply(x2d, self.weight, self.bias, r2d, "triton", "auto")
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:

@@ -7,23 +7,23 @@ and calls the ``ultra_hstu::sla_attention_fwd`` custom op, whose backward is the
 ``torch.compile`` traces through them without graph breaks.
 
 Backends: ``"pytorch"`` is the dense reference (any device, any float dtype);
-``"triton"`` is the jagged kernel (CUDA, or CPU under ``TRITON_INTERPRET=1``).
-The Triton module is imported lazily: the interpreter flag is read when its kernels are
-defined, so a test can set ``TRITON_INTERPRET=1`` before the first triton call.
+``"triton"`` is the jagged kernel (CUDA, or CPU under ``TRITON_INTERPRET=1``); which
+backend runs where is decided by :func:`ultra_hstu_plugin.kernels.ops.check_backend`.
+The Triton module is imported lazily, so the PyTorch backend works where triton does not.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 
-from ultra_hstu_plugin.kernels.jagged_checks import check_jagged_offsets
-from ultra_hstu_plugin.kernels.sla_attention_reference import sla_attention_reference
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec
+from ultra_hstu_plugin.kernels.jagged import check_jagged_offsets
+from ultra_hstu_plugin.kernels.ops import BACKENDS, check_backend, custom_op
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
+from ultra_hstu_plugin.kernels.sla_attention.reference import sla_attention_reference
 
-BACKENDS = ("pytorch", "triton")
+__all__ = ["BACKENDS", "sla_attention", "sla_attention_bwd", "sla_attention_fwd"]
 TRITON_HEAD_DIMS = (16, 32, 64, 128, 256)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -33,48 +33,34 @@ def _spec(k1: int, k2: int, contextual_seq_len: int, target_mode: str, full_attn
 
 
 def _triton_module():
-    from ultra_hstu_plugin.kernels import sla_attention_triton
+    from ultra_hstu_plugin.kernels.sla_attention import triton_kernels
 
-    return sla_attention_triton
+    return triton_kernels
 
 
 # --------------------------------------------------------------------------------------
 # Custom ops (the mask spec travels as plain scalars: custom ops take no dataclasses)
 # --------------------------------------------------------------------------------------
 
-
-@torch.library.custom_op("ultra_hstu::sla_attention_fwd", mutates_args=())
-def sla_attention_fwd(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    seq_offsets: torch.Tensor,
-    num_targets: Optional[torch.Tensor],
-    max_seq_len: int,
-    alpha: float,
-    k1: int,
-    k2: int,
-    contextual_seq_len: int,
-    target_mode: str,
-    full_attn_tail: int,
-    backend: str,
-) -> torch.Tensor:
-    spec = _spec(k1, k2, contextual_seq_len, target_mode, full_attn_tail)
-    if backend == "triton":
-        return _triton_module().sla_attention_triton_fwd(
-            q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets
-        )
-    return sla_attention_reference(q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets)
+_SCALARS = (
+    "max_seq_len",
+    "alpha",
+    "k1",
+    "k2",
+    "contextual_seq_len",
+    "target_mode",
+    "full_attn_tail",
+    "backend",
+)
 
 
-@sla_attention_fwd.register_fake
-def _sla_attention_fwd_fake(
-    q, k, v, seq_offsets, num_targets, max_seq_len, alpha, k1, k2, ctx, mode, tail, backend
+def _bwd_fake(
+    dout, q, k, v, seq_offsets, num_targets, max_seq_len, alpha, k1, k2, ctx, mode, tail, backend
 ):
-    return q.new_empty(q.shape[0], q.shape[1], v.shape[2])
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-@torch.library.custom_op("ultra_hstu::sla_attention_bwd", mutates_args=())
+@custom_op("sla_attention_bwd", fake=_bwd_fake)
 def sla_attention_bwd(
     dout: torch.Tensor,
     q: torch.Tensor,
@@ -108,25 +94,6 @@ def sla_attention_bwd(
     return tuple(g.contiguous() for g in vjp(dout))
 
 
-@sla_attention_bwd.register_fake
-def _sla_attention_bwd_fake(
-    dout, q, k, v, seq_offsets, num_targets, max_seq_len, alpha, k1, k2, ctx, mode, tail, backend
-):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-
-
-_SCALARS = (
-    "max_seq_len",
-    "alpha",
-    "k1",
-    "k2",
-    "contextual_seq_len",
-    "target_mode",
-    "full_attn_tail",
-    "backend",
-)
-
-
 def _setup_context(ctx, inputs, output) -> None:
     q, k, v, seq_offsets, num_targets, *scalars = inputs
     ctx.save_for_backward(q, k, v, seq_offsets, num_targets)
@@ -139,7 +106,34 @@ def _backward(ctx, dout):
     return (dq, dk, dv) + (None,) * (2 + len(_SCALARS))
 
 
-sla_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+def _fwd_fake(
+    q, k, v, seq_offsets, num_targets, max_seq_len, alpha, k1, k2, ctx, mode, tail, backend
+):
+    return q.new_empty(q.shape[0], q.shape[1], v.shape[2])
+
+
+@custom_op("sla_attention_fwd", fake=_fwd_fake, backward=_backward, setup_context=_setup_context)
+def sla_attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    seq_offsets: torch.Tensor,
+    num_targets: Optional[torch.Tensor],
+    max_seq_len: int,
+    alpha: float,
+    k1: int,
+    k2: int,
+    contextual_seq_len: int,
+    target_mode: str,
+    full_attn_tail: int,
+    backend: str,
+) -> torch.Tensor:
+    spec = _spec(k1, k2, contextual_seq_len, target_mode, full_attn_tail)
+    if backend == "triton":
+        return _triton_module().sla_attention_triton_fwd(
+            q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets
+        )
+    return sla_attention_reference(q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets)
 
 
 # --------------------------------------------------------------------------------------
@@ -158,8 +152,7 @@ def _check_inputs(
     backend: str,
     debug_checks: bool,
 ) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"sla_attention: backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend("sla_attention", backend)
     if not isinstance(spec, SLAMaskSpec):
         raise ValueError(f"sla_attention: spec must be an SLAMaskSpec, got {type(spec).__name__}")
     if not isinstance(max_seq_len, int) or isinstance(max_seq_len, bool):
@@ -192,6 +185,7 @@ def _check_inputs(
             f"sla_attention: num_targets must be a 1-D integer tensor, got "
             f"{num_targets.dtype} of shape {tuple(num_targets.shape)}"
         )
+    check_backend("sla_attention", backend, q.device)
     if backend == "pytorch":
         if not q.is_floating_point():
             raise ValueError(f"sla_attention: q, k, v must be floating point, got {q.dtype}")
@@ -206,17 +200,6 @@ def _check_inputs(
                     f"sla_attention: the triton backend supports head dims {TRITON_HEAD_DIMS}, "
                     f"got {name} = {dim}"
                 )
-        if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-            raise ValueError(
-                "sla_attention: the triton backend got CPU tensors; use backend='pytorch' on "
-                "CPU, or set TRITON_INTERPRET=1 (before triton kernels are imported) to run "
-                "the kernel in Triton's interpreter"
-            )
-        if q.device.type == "cpu" and not _triton_module().is_interpreted():
-            raise ValueError(
-                "sla_attention: TRITON_INTERPRET=1 was set after the triton kernels were "
-                "compiled for the GPU; set it before importing them, or use backend='pytorch'"
-            )
     if torch.compiler.is_compiling():
         # Reading offsets on the host cannot be traced; compiled graphs get the cheap
         # checks only (run once eagerly, or with debug_checks, to validate the data).

@@ -1,7 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """Persistent, TMA-based variant of the FP8 rowwise GEMM with fused 2D/1D bias (Hopper+).
 
-Same contract as ``_fp8_addmm_kernel`` in ``fp8_gemm_triton.py``; what differs is how the
+Same contract as ``_fp8_addmm_kernel`` in ``triton_kernels.py``; what differs is how the
 epilogue is hidden.  A 2D bias makes the epilogue as heavy as the operands: for each output tile
 the bias tile is read and the output tile written (at (65536, 1024, 4096) that is 1 GiB, against
 72 MiB of fp8 operands).  In the one-program-per-tile kernel a program's epilogue overlaps only
@@ -15,7 +15,7 @@ with other programs' main loops.  Here one program per SM walks tiles in a loop,
   shared memory the bias and output tiles need.
 
 Descriptors need 16-byte-aligned row strides: ``K % 16 == 0`` (fp8) and ``N % 8 == 0`` (bf16
-output; the bias likewise for its dtype).  The launcher in ``fp8_gemm_triton.py`` falls back to
+output; the bias likewise for its dtype).  The launcher in ``triton_kernels.py`` falls back to
 the pointer kernel elsewhere.
 """
 
@@ -28,9 +28,9 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from ultra_hstu_plugin.kernels.fp8_gemm import cuda_capability
-from ultra_hstu_plugin.kernels.fp8_gemm_triton import tile_coords
+from ultra_hstu_plugin.kernels.fp8_gemm.triton_kernels import tile_coords
 from ultra_hstu_plugin.kernels.interpreter_casts import round_to_grid
+from ultra_hstu_plugin.kernels.ops import cuda_capability
 
 
 @triton.jit

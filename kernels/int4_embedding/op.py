@@ -7,7 +7,7 @@
 Rows are ``[codes][fp16 scale][fp16 bias][padding]`` (``scale_bias_last=True``, fbgemm's
 ``FloatOrHalfToFusedNBitRowwiseQuantizedSBHalf``) or ``[fp16 scale][fp16 bias][codes]
 [padding]`` (``scale_bias_last=False``: the rows of fbgemm's inference TBE, so torchrec's
-quantized tables); see ``int4_embedding_reference.py``.  The lookup is a ``torch.library``
+quantized tables); see ``reference.py``.  The lookup is a ``torch.library``
 custom op (``ultra_hstu::int4_embedding_lookup``) with a fake implementation, so it traces
 under torch.compile.  Inputs are checked before any launch; errors name the tensor and value.
 
@@ -24,13 +24,13 @@ from typing import Optional, Union
 
 import torch
 
-from ultra_hstu_plugin.kernels.eager import plain_eager
-from ultra_hstu_plugin.kernels.int4_embedding_reference import (
+from ultra_hstu_plugin.kernels.int4_embedding.reference import (
     OUT_DTYPES,
     int4_lookup_reference,
     int4_row_bytes,
     quantize_int4_rowwise_reference,
 )
+from ultra_hstu_plugin.kernels.ops import BACKENDS, check_backend, custom_op, triton_supported
 
 __all__ = [
     "BACKENDS",
@@ -41,7 +41,6 @@ __all__ = [
     "quantize_int4_rowwise",
 ]
 
-BACKENDS = ("triton", "pytorch")
 _ID_DTYPES = (torch.int32, torch.int64)
 _WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -49,24 +48,14 @@ _WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def int4_triton_supported(device: Union[torch.device, str, None]) -> bool:
     """Whether the Triton lookup can run on ``device``: any CUDA GPU triton supports (it needs
     no tensor cores), or the CPU under ``TRITON_INTERPRET=1`` (tests)."""
-    if device is None:
-        return False
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available()
-    return device.type == "cpu" and _triton_module().interpreting()
+    return triton_supported(device)
 
 
 def _triton_module():
     # Imported lazily: the pytorch backend must work where triton cannot be imported.
-    from ultra_hstu_plugin.kernels import int4_embedding_triton
+    from ultra_hstu_plugin.kernels.int4_embedding import triton_kernels
 
-    return int4_embedding_triton
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return triton_kernels
 
 
 def _check_dim(dim: int) -> None:
@@ -115,15 +104,14 @@ def _check_id_range(table: torch.Tensor, ids: torch.Tensor) -> None:
         raise IndexError(f"ids must be in [0, {rows}) (the table's rows), got id {bad}")
 
 
-def _check_triton_device(device: torch.device) -> None:
-    if not int4_triton_supported(device):
-        raise RuntimeError(
-            "int4_lookup(backend='triton') runs on CUDA devices (or on CPU under "
-            f"TRITON_INTERPRET=1 for tests); got a table on {device}. Use backend='pytorch'."
-        )
+def _int4_lookup_fake(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids):
+    check_backend("int4_lookup", backend)
+    _check_lookup_inputs(table, ids, dim, out_dtype)  # the id range needs values: not here
+    return table.new_empty((ids.shape[0], dim), dtype=out_dtype)
 
 
-def _int4_lookup_impl(
+@custom_op("int4_embedding_lookup", fake=_int4_lookup_fake)
+def _int4_lookup(
     table: torch.Tensor,
     ids: torch.Tensor,
     dim: int,
@@ -132,36 +120,16 @@ def _int4_lookup_impl(
     backend: str,
     check_ids: bool,
 ) -> torch.Tensor:
-    _check_backend(backend)
+    check_backend("int4_lookup", backend)
     _check_lookup_inputs(table, ids, dim, out_dtype)
     if check_ids:
         _check_id_range(table, ids)
     if backend == "pytorch":
         return int4_lookup_reference(table, ids, dim, out_dtype, scale_bias_last)
-    _check_triton_device(table.device)
+    check_backend("int4_lookup", backend, table.device)
     return _triton_module().int4_lookup_triton(
         table, ids.contiguous(), dim, out_dtype, scale_bias_last
     )
-
-
-@torch.library.custom_op("ultra_hstu::int4_embedding_lookup", mutates_args=())
-def _int4_lookup_op(
-    table: torch.Tensor,
-    ids: torch.Tensor,
-    dim: int,
-    out_dtype: torch.dtype,
-    scale_bias_last: bool,
-    backend: str,
-    check_ids: bool,
-) -> torch.Tensor:
-    return _int4_lookup_impl(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids)
-
-
-@_int4_lookup_op.register_fake
-def _(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids):
-    _check_backend(backend)
-    _check_lookup_inputs(table, ids, dim, out_dtype)  # the id range needs values: not here
-    return table.new_empty((ids.shape[0], dim), dtype=out_dtype)
 
 
 def int4_lookup(
@@ -185,9 +153,7 @@ def int4_lookup(
     """
     if check_ids is None:
         check_ids = table.device.type == "cpu"
-    if plain_eager(table):
-        return _int4_lookup_impl(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids)
-    return _int4_lookup_op(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids)
+    return _int4_lookup(table, ids, dim, out_dtype, scale_bias_last, backend, check_ids)
 
 
 def quantize_int4_rowwise(

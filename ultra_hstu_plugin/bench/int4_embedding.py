@@ -1,7 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """Benchmark: embedding table bytes and lookup latency, fp16 vs INT4 (and fp32, INT8).
 
-    python -m ultra_hstu_plugin.bench.embedding --out DIR [--quick]
+    python -m ultra_hstu_plugin.bench.int4_embedding --out DIR [--quick]
 
 Every variant is torchrec's quantized ``EmbeddingCollection`` (fbgemm's int-n-bit TBE, the
 inference kernel) built by :func:`quantize_embedding_collection` from one float table, so
@@ -23,10 +23,10 @@ fp16 ``F.embedding`` against our Triton INT4 lookup (bf16 and fp16 output; rows 
 padded to 16 bytes) and the PyTorch INT4 reference, with ``triton.testing.do_bench`` medians
 (L2 flushed before each call).  The lookup is checked against the reference (bit for bit) and
 the fp32 table (within the rowwise step) before anything is timed.  Rows go to
-``DIR/embedding_gpu.jsonl`` as they are measured and ``DIR/embedding_gpu.md`` is rewritten after
-each; ``DIR/embedding_gpu.json`` at the end.
+``DIR/int4_embedding_gpu.jsonl`` as they are measured and ``DIR/int4_embedding_gpu.md`` is rewritten after
+each; ``DIR/int4_embedding_gpu.json`` at the end.
 
-    python -m ultra_hstu_plugin.bench.embedding --out DIR --gpu-only [--quick]
+    python -m ultra_hstu_plugin.bench.int4_embedding --out DIR --gpu-only [--quick]
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def run(out_dir: Path, quick: bool, reps: int, argv: List[str]) -> Dict[str, Any
         "torchrec": getattr(torchrec, "__version__", "unknown"),
         "python": platform.python_version(),
         "git_commit": git_commit(),
-        "command": "python -m ultra_hstu_plugin.bench.embedding " + " ".join(argv),
+        "command": "python -m ultra_hstu_plugin.bench.int4_embedding " + " ".join(argv),
         "timing": f"median of {reps} EmbeddingCollection.forward calls per variant, "
         "variants interleaved round-robin (after warm-up)",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -221,8 +221,8 @@ def run(out_dir: Path, quick: bool, reps: int, argv: List[str]) -> Dict[str, Any
             rows += measure_case(n, d, ids, device, reps)
     meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {"meta": meta, "rows": rows}
-    (out_dir / "embedding.json").write_text(json.dumps(result, indent=1))
-    (out_dir / "embedding.md").write_text(_markdown(meta, rows))
+    (out_dir / "int4_embedding.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "int4_embedding.md").write_text(_markdown(meta, rows))
     return result
 
 
@@ -294,7 +294,7 @@ def _graph_ms(fn: Callable[[], object]) -> Any:
 def _gpu_check(w, ids, dim: int, tables: Dict[int, torch.Tensor]) -> Dict[str, Any]:
     """Triton lookup == PyTorch reference bit for bit; within the rowwise step of fp32."""
     from ultra_hstu_plugin.kernels.int4_embedding import int4_lookup
-    from ultra_hstu_plugin.kernels.int4_embedding_reference import int4_lookup_reference
+    from ultra_hstu_plugin.kernels.int4_embedding.reference import int4_lookup_reference
 
     exact = {}
     for align, table in tables.items():
@@ -320,7 +320,7 @@ def measure_gpu_case(
 ) -> None:
     """Check, then time, fp16 F.embedding vs the Triton INT4 lookup on one (rows, dim, ids)."""
     from ultra_hstu_plugin.kernels import int4_embedding as k4
-    from ultra_hstu_plugin.kernels import int4_embedding_triton as kern
+    from ultra_hstu_plugin.kernels.int4_embedding import triton_kernels as kern
 
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -400,23 +400,23 @@ def run_gpu(out_dir: Path, quick: bool, warmup: int, rep: int, argv: List[str]) 
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         **environment(),
-        "command": "python -m ultra_hstu_plugin.bench.embedding " + " ".join(argv),
+        "command": "python -m ultra_hstu_plugin.bench.int4_embedding " + " ".join(argv),
         "timing": f"triton.testing.do_bench median (L2 flushed before each call), "
         f"warmup={warmup} ms, rep={rep} ms",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print(json.dumps(meta), flush=True)
-    writer = RowWriter(out_dir, "embedding_gpu")
+    writer = RowWriter(out_dir, "int4_embedding_gpu")
     try:
         for rows, dim, n_ids in gpu_cases(quick):
             measure_gpu_case(rows, dim, n_ids, writer, warmup, rep)
             torch.cuda.empty_cache()  # the case's tables are gone; give their memory back
-            (out_dir / "embedding_gpu.md").write_text(_gpu_markdown(meta, writer.rows))
+            (out_dir / "int4_embedding_gpu.md").write_text(_gpu_markdown(meta, writer.rows))
     finally:
         writer.close()
-        (out_dir / "embedding_gpu.md").write_text(_gpu_markdown(meta, writer.rows))
+        (out_dir / "int4_embedding_gpu.md").write_text(_gpu_markdown(meta, writer.rows))
     result = {"meta": meta, "rows": writer.rows}
-    (out_dir / "embedding_gpu.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "int4_embedding_gpu.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -477,7 +477,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--gpu-only",
         action="store_true",
         help="only the Triton GPU section (torch + triton; no torchrec/fbgemm needed): "
-        "embedding_gpu.jsonl/json/md",
+        "int4_embedding_gpu.jsonl/json/md",
     )
     p.add_argument("--gpu-warmup", type=int, default=25, help="do_bench warm-up (ms), GPU section")
     p.add_argument("--gpu-rep", type=int, default=100, help="do_bench repetition (ms), GPU section")

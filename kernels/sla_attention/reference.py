@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ultra_hstu_plugin.kernels.jagged import jagged_index
-from ultra_hstu_plugin.kernels.sla_mask import SLAMaskSpec, sla_mask
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec, sla_mask
 
 
 def sla_attention_reference(

@@ -1,0 +1,28 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Jagged HSTU attention under the semi-local (SLA) mask.
+
+mask.py            the mask: SLAMaskSpec (k1 window, k2 prefix, targets) and sla_mask
+reference.py       dense PyTorch reference (any device, differentiable)
+triton_kernels.py  the jagged Triton kernels, forward and backward
+op.py              custom ops ultra_hstu::sla_attention_fwd/bwd and sla_attention()
+"""
+
+from ultra_hstu_plugin.kernels.sla_attention.mask import TARGET_MODES, SLAMaskSpec, sla_mask
+from ultra_hstu_plugin.kernels.sla_attention.op import (
+    BACKENDS,
+    TRITON_DTYPES,
+    TRITON_HEAD_DIMS,
+    sla_attention,
+)
+from ultra_hstu_plugin.kernels.sla_attention.reference import sla_attention_reference
+
+__all__ = [
+    "BACKENDS",
+    "SLAMaskSpec",
+    "TARGET_MODES",
+    "TRITON_DTYPES",
+    "TRITON_HEAD_DIMS",
+    "sla_attention",
+    "sla_attention_reference",
+    "sla_mask",
+]
