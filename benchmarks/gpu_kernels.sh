@@ -11,8 +11,7 @@ mkdir -p "$out"
 # Not pip-installed there: make ultra_hstu_plugin.kernels resolve to kernels/ as an install does.
 [ -e ultra_hstu_plugin/kernels ] || ln -s ../kernels ultra_hstu_plugin/kernels
 export PYTHONPATH=$PWD:$PWD/.gr${PYTHONPATH:+:$PYTHONPATH}
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$out/gpu.txt"
-git rev-parse --short HEAD 2>/dev/null | tee -a "$out/gpu.txt"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv
 t0=$(date +%s)
 if [ "$part" = 1 ]; then
   python -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -15 | tee "$out/kernel_tests.txt"
@@ -22,4 +21,6 @@ else
   python -m ultra_hstu_plugin.bench.sla_attention --out "$out/sla" --gr-path .gr --time-budget 300 2>&1 | tail -40
   python -m ultra_hstu_plugin.bench.layer --out "$out/layer" --gr-path .gr --rounds 5 2>&1 | tail -15
 fi
+# At most 8 files come back: keep the .json (it holds every row) where a run finished.
+for f in $(find "$out" -name '*.jsonl'); do [ -e "${f%l}" ] && rm "$f"; done
 echo "part $part took $(( $(date +%s) - t0 )) s"
