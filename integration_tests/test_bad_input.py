@@ -30,7 +30,7 @@ SMOKE = "gin_configs/ml100k_smoke_cpu.gin"
 def test_bad_gin_values(tmp_path, ml100k_dir, binding, message):
     """Checked in the launching process, before any worker or model exists."""
     from ultra_hstu_plugin.model import make_ultra_model
-    from ultra_hstu_plugin.train.launcher import RunRequest, parse_gin, preflight
+    from ultra_hstu_plugin.train.launcher import RunRequest, preflight
 
     request = RunRequest(
         gin_files=[SMOKE],
@@ -41,9 +41,8 @@ def test_bad_gin_values(tmp_path, ml100k_dir, binding, message):
         ],
     )
     with pytest.raises((ValueError, FileNotFoundError, KeyError)) as err:
-        preflight(request)
-        parse_gin(request)  # model-level values are checked when the model is built
-        make_ultra_model(dataset="movielens-100k")
+        settings = preflight(request)  # parses gin once and leaves it parsed
+        make_ultra_model(settings=settings)  # model-level values are checked when it is built
     assert message in str(err.value)
 
 

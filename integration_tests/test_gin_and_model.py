@@ -52,7 +52,7 @@ def test_kuairand_config_includes_grs_own_gin():
 
 def test_smoke_gin_builds_ultra_hstu_inside_grs_model():
     gin.parse_config_file(str(REPO / "gin_configs" / "ml100k_smoke_cpu.gin"))
-    model, hstu_config, tables = make_ultra_model(dataset="movielens-100k")
+    model, hstu_config, tables = make_ultra_model()
     assert isinstance(model, DlrmHSTU)
     stack = stu_module_of(model)
     assert isinstance(stack, STUStack)
@@ -69,7 +69,7 @@ def test_set_hammer_kernel_reaches_our_layers():
     from ultra_hstu_plugin.host import HammerKernel
 
     gin.parse_config_file(str(REPO / "gin_configs" / "ml100k_smoke_cpu.gin"))
-    model, _, _ = make_ultra_model(dataset="movielens-100k")
+    model, _, _ = make_ultra_model()
     model.set_hammer_kernel(HammerKernel.PYTORCH)
     layers = [m for m in model.modules() if isinstance(m, UltraHSTULayer)]
     assert layers and all(m.hammer_kernel() == HammerKernel.PYTORCH for m in layers)
@@ -82,13 +82,13 @@ def test_unknown_encoder_fails_with_known_names():
 
     gin.parse_config_file(str(REPO / "gin_configs" / "ml100k_smoke_cpu.gin"))
     with pytest.raises(UnknownComponentError, match="known encoders: hstu, ultra_hstu"):
-        make_ultra_model(dataset="movielens-100k", encoder="ultra")
+        make_ultra_model(encoder="ultra")
 
 
 def test_unknown_hstu_override_is_an_error():
     gin.parse_config_file(str(REPO / "gin_configs" / "ml100k_smoke_cpu.gin"))
     with pytest.raises(ValueError, match="hstu_num_head"):
-        make_ultra_model(dataset="movielens-100k", hstu_overrides={"hstu_num_head": 2})
+        make_ultra_model(hstu_overrides={"hstu_num_head": 2})
 
 
 def test_swap_encoder_example_runs():

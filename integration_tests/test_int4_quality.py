@@ -71,13 +71,13 @@ def one_process_group():
 
 
 def _eval_ne(model, hstu_config, data_dir, tb_dir) -> float:
+    from ultra_hstu_plugin.config import RunSettings
     from ultra_hstu_plugin.host import MetricsLogger, eval_loop
     from ultra_hstu_plugin.train.dataloaders import make_dataloaders
 
     _, eval_dl = make_dataloaders(
-        dataset="movielens-100k",
         hstu_config=hstu_config,
-        batch_size=BATCH,
+        settings=RunSettings(dataset="movielens-100k", batch_size=BATCH),
         data_dir=str(data_dir),
         progress=False,
     )

@@ -7,6 +7,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 import ultra_hstu_plugin.gin  # noqa: F401
+from ultra_hstu_plugin.config import RunSettings
 from ultra_hstu_plugin.host import HammerKernel, HammerToTorchDataset, collate_fn
 from ultra_hstu_plugin.model import make_ultra_model
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
@@ -42,7 +43,7 @@ def _model_and_batch(ml100k_dir, **kwargs):
     gin.clear_config()
     torch.manual_seed(0)
     model, cfg, _ = make_ultra_model(
-        dataset="movielens-100k",
+        settings=RunSettings(dataset="movielens-100k"),
         hstu_overrides={"hstu_input_dropout_ratio": 0.0, "hstu_linear_dropout_rate": 0.0},
         **kwargs,
     )
@@ -101,7 +102,7 @@ def test_mixture_of_transducers_routes_events_by_action(ml100k_dir):
     ]
     model, b = _model_and_batch(
         ml100k_dir,
-        encoder_config=UltraHSTUEncoderConfig(num_full_layers=0, k1=16, k2=4),
+        encoder_config=UltraHSTUEncoderConfig(k1=16, k2=4),
         streams=streams,
     )
     assert isinstance(model._hstu_transducer, MixtureOfTransducers)

@@ -108,9 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train/evaluate a GR ranking model with the chosen encoder")
     p.add_argument("--gin", action="append", required=True, help="gin file (repeatable)")
-    p.add_argument("--mode", default="train-eval", choices=["train", "eval", "train-eval"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--nproc", type=int, default=1, help="local processes (one per device)")
+    # Shorthands for RunSettings bindings (gin is the one truth): a flag that disagrees with
+    # a binding is an error naming both, so None here means "not given, gin decides".
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=["train", "eval", "train-eval"],
+        help="= RunSettings.mode (default train-eval); eval needs RunSettings.load_checkpoint",
+    )
+    p.add_argument(
+        "--device", default=None, choices=["cpu", "cuda"], help="= RunSettings.device (cpu)"
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="= RunSettings.nproc: local processes, one per device (1)",
+    )
     p.add_argument(
         "--gin-param", action="append", help="extra gin binding, e.g. 'train_loop.num_batches=10'"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gin
 
-from ultra_hstu_plugin import host
+from ultra_hstu_plugin import config, host  # noqa: F401 - config registers RunSettings
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 
 host.import_ranking_stack()  # registers GR's configurables (train_loop, MetricsLogger, ...)
@@ -22,4 +22,4 @@ gin.external_configurable(StreamConfig, module="ultra_hstu")
 # Imported last: they use the registrations above.
 from ultra_hstu_plugin import model  # noqa: E402,F401
 from ultra_hstu_plugin.data import synthetic  # noqa: E402,F401
-from ultra_hstu_plugin.train import dataloaders, settings  # noqa: E402,F401
+from ultra_hstu_plugin.train import dataloaders  # noqa: E402,F401

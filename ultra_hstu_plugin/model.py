@@ -16,6 +16,7 @@ import gin
 import torch
 
 from ultra_hstu_plugin import host
+from ultra_hstu_plugin.config import RunSettings, bound_parameters, run_settings
 from ultra_hstu_plugin.host import STU, DlrmHSTU, DlrmHSTUConfig, STULayerConfig
 from ultra_hstu_plugin.modules.encoder import build_ultra_hstu_encoder
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
@@ -45,18 +46,72 @@ def build_ultra_encoder(
     encoder_config: Optional[UltraHSTUEncoderConfig],
     is_inference: bool,
 ) -> STU:
-    enc = (
-        encoder_config
-        if encoder_config is not None
-        else UltraHSTUEncoderConfig(num_full_layers=hstu_config.hstu_attn_num_layers)
+    enc = _ultra_config(encoder_config).with_default_depth(hstu_config.hstu_attn_num_layers)
+    return build_ultra_hstu_encoder(
+        enc, _layer_config(hstu_config, enc), is_inference, max_seq_len=hstu_config.max_seq_len
     )
+
+
+def default_encoder_config() -> UltraHSTUEncoderConfig:
+    """``UltraHSTUEncoderConfig()`` built through gin, so its bindings apply.
+
+    A GR user binds ``ultra_hstu.UltraHSTUEncoderConfig.k1 = 64`` the way they bind any
+    GR configurable and expects it to apply; with gin a binding applies wherever the
+    configurable is called.  So ``encoder = "ultra_hstu"`` without ``encoder_config``
+    calls it through gin instead of building a plain default that drops the bindings
+    (raising instead would make every config spell out a line that adds nothing).
+    """
+    try:
+        cls = gin.get_configurable(UltraHSTUEncoderConfig)
+    except ValueError:  # ultra_hstu_plugin.gin not imported: nothing can be bound
+        cls = UltraHSTUEncoderConfig
+    return cls()
+
+
+def _ultra_config(encoder_config: Optional[Any]) -> UltraHSTUEncoderConfig:
+    enc = encoder_config if encoder_config is not None else default_encoder_config()
     if not isinstance(enc, UltraHSTUEncoderConfig):
         raise TypeError(
             f"encoder 'ultra_hstu' needs an UltraHSTUEncoderConfig, got {type(enc).__name__}"
         )
-    return build_ultra_hstu_encoder(
-        enc, _layer_config(hstu_config, enc), is_inference, max_seq_len=hstu_config.max_seq_len
-    )
+    return enc
+
+
+def _bindings(selector: str) -> Dict[Tuple[str, str], Any]:
+    try:
+        return bound_parameters(selector)
+    except (ValueError, KeyError):  # not registered (ultra_hstu_plugin.gin not imported)
+        return {}
+
+
+def check_no_ignored_bindings(
+    encoder: str, encoder_config: Optional[Any], streams: Optional[Sequence[StreamConfig]]
+) -> None:
+    """Raise, naming the binding, for gin bindings this model would not read.
+
+    The encoder config's own fields are checked by ``UltraHSTUEncoderConfig.validate``;
+    here are the bindings that reach no object at all.  ``merged_item_action_tokens``
+    is not among them: it rewires GR's preprocessor, so it applies to "hstu" too.
+    """
+    if encoder == "hstu" and encoder_config is None:
+        # GR's stack is built from DlrmHSTUConfig (hstu_overrides); nothing reads these.
+        for (scope, name), _ in sorted(_bindings("ultra_hstu.UltraHSTUEncoderConfig").items()):
+            if scope == "":
+                raise ValueError(
+                    f"ultra_hstu.UltraHSTUEncoderConfig.{name} is bound but encoder 'hstu' is "
+                    "GR's own stack and ignores it; unbind it, or set "
+                    'make_ultra_model.encoder = "ultra_hstu"'
+                )
+    stream_names = {s.name for s in streams or ()}
+    for (scope, name), _ in sorted(_bindings("ultra_hstu.StreamConfig").items()):
+        prefix = f"{scope}/" if scope else ""
+        scope_name = _bindings("ultra_hstu.StreamConfig").get((scope, "name"))
+        if not streams or (scope_name is not None and scope_name not in stream_names):
+            raise ValueError(
+                f"{prefix}ultra_hstu.StreamConfig.{name} is bound but no stream of "
+                "make_ultra_model.streams uses it, so it would be ignored; add "
+                f"@{prefix}ultra_hstu.StreamConfig() to make_ultra_model.streams or unbind it"
+            )
 
 
 def _layer_config(hstu_config: DlrmHSTUConfig, enc: UltraHSTUEncoderConfig) -> STULayerConfig:
@@ -95,6 +150,10 @@ class UltraDlrmHSTU(DlrmHSTU):
             raise ValueError(
                 f"streams (mixture of transducers) need encoder 'ultra_hstu', got {encoder!r}"
             )
+        check_no_ignored_bindings(encoder, encoder_config, streams)
+        if streams:
+            stream_enc = _ultra_config(encoder_config)
+            stream_enc.validate(hstu_configs.max_seq_len, depth_from_streams=True)
         super().__init__(
             hstu_configs=hstu_configs,
             embedding_tables=embedding_tables,
@@ -103,15 +162,13 @@ class UltraDlrmHSTU(DlrmHSTU):
         )
         self.encoder_name = encoder
         if streams:
-            enc = encoder_config if encoder_config is not None else UltraHSTUEncoderConfig()
-            enc.validate(hstu_configs.max_seq_len, depth_from_streams=True)
             host.set_transducer(
                 self,
                 MixtureOfTransducers(
                     host.transducer_of(self),
                     streams,
-                    _layer_config(hstu_configs, enc),
-                    enc,
+                    _layer_config(hstu_configs, stream_enc),
+                    stream_enc,
                     action_feature_name=hstu_configs.uih_weight_feature_name,
                     is_inference=is_inference,
                 ),
@@ -122,18 +179,24 @@ class UltraDlrmHSTU(DlrmHSTU):
             use_merged_item_action_tokens(self, hstu_configs)
 
 
-@gin.configurable
+# ``settings`` is not bindable: the dataset is named once, by RunSettings.dataset.
+@gin.configurable(denylist=["settings"])
 def make_ultra_model(
-    dataset: str,
     encoder: str = "ultra_hstu",
     encoder_config: Optional[Any] = None,
     hstu_overrides: Optional[Dict[str, Any]] = None,
     bf16_training: bool = False,
     merged_item_action_tokens: bool = False,
     streams: Optional[Sequence[StreamConfig]] = None,
+    settings: Optional[RunSettings] = None,
 ) -> Tuple[UltraDlrmHSTU, DlrmHSTUConfig, Dict[str, Any]]:
-    """GR's ``make_model`` with the encoder and dataset chosen by registry name."""
-    spec = discover().get("dataset", dataset).load()
+    """GR's ``make_model`` with the encoder chosen by registry name.
+
+    The dataset is ``settings.dataset`` (default: the ``RunSettings`` gin resolves now),
+    the same object the launcher hands the dataloaders, so the two cannot disagree.
+    """
+    settings = settings if settings is not None else run_settings()
+    spec = settings.dataset_spec()
     hstu_config = spec.hstu_config(hstu_overrides)
     tables = spec.tables(hstu_config)
     model = UltraDlrmHSTU(
@@ -147,7 +210,7 @@ def make_ultra_model(
         streams=streams,
     )
     n_params = dense_parameter_count(model)
-    logger.info("built %s on %s: %d dense parameters", encoder, dataset, n_params)
+    logger.info("built %s on %s: %d dense parameters", encoder, settings.dataset, n_params)
     return model, hstu_config, tables
 
 

@@ -10,6 +10,15 @@ from typing import Optional
 from ultra_hstu_plugin.kernels.fp8_gemm.variants import VARIANTS as FP8_GEMM_VARIANTS
 from ultra_hstu_plugin.kernels.sla_attention.mask import TARGET_MODES
 
+# With streams these fields would be ignored; the value each must keep (its default).
+STREAM_IGNORED_FIELDS = {
+    "num_truncated_layers": 0,
+    "truncated_seq_len": 0,
+    "num_full_layers": None,
+    "upper_k1": 0,
+    "upper_k2": 0,
+}
+
 
 @dataclass(frozen=True)
 class UltraHSTUEncoderConfig:
@@ -23,9 +32,13 @@ class UltraHSTUEncoderConfig:
     full_attn_tail: rows this close to the candidates see everything causal (0 = off).
     fp8: run the uvqk and output projections as FP8 rowwise GEMMs (residual fused as the
         2D bias); falls back to the input dtype, with one notice, where there is no FP8.
+    fp8_gemm_variant: which FP8 GEMM kernel: 'auto' = the benchmark-made table for the
+        shape and device; 'pointer' or 'tma' to pin one.
+    num_full_layers: N1; None = GR's ``hstu_attn_num_layers`` (resolved by the model, so
+        a config that sets only k1/k2 keeps GR's depth).
     """
 
-    num_full_layers: int = 2
+    num_full_layers: Optional[int] = None
     num_truncated_layers: int = 0
     truncated_seq_len: int = 0
     k1: int = 0
@@ -38,24 +51,33 @@ class UltraHSTUEncoderConfig:
     recompute_uvqk: bool = True
     recompute_y: bool = True
     fp8: bool = False  # FP8 rowwise GEMMs for the uvqk/output projections (sm89+ GPUs)
-    # which FP8 GEMM kernel: "auto" = the benchmark-made table for the shape and device;
-    # "pointer" or "tma" to pin one
     fp8_gemm_variant: str = "auto"
+
+    def with_default_depth(self, num_layers: int) -> UltraHSTUEncoderConfig:
+        """This config with ``num_full_layers=None`` resolved to ``num_layers`` (GR's depth)."""
+        if self.num_full_layers is not None:
+            return self
+        return dataclasses.replace(self, num_full_layers=num_layers)
 
     def validate(self, max_seq_len: Optional[int] = None, depth_from_streams: bool = False) -> None:
         """One clear error naming the bad value; called before any layer is built.
 
         With a mixture of transducers (``depth_from_streams``) each stream sets its own
-        depth and length budget, so the depth/truncation fields must be left at 0.
+        depth and length budget and every stream layer uses k1/k2, so the depth,
+        truncation and upper-layer fields would be ignored: setting one is an error.
+        ``num_full_layers=None`` passes (the model resolves it to GR's depth).
         """
         if depth_from_streams:
-            for name in ("num_truncated_layers", "truncated_seq_len"):
-                if getattr(self, name) != 0:
+            for name in STREAM_IGNORED_FIELDS:
+                value = getattr(self, name)
+                if value != STREAM_IGNORED_FIELDS[name]:
                     raise ValueError(
-                        f"ULTRA-HSTU encoder: {name}={getattr(self, name)} conflicts with streams; "
+                        f"ULTRA-HSTU encoder: {name}={value} conflicts with streams; "
                         "each stream's num_layers and max_len set its depth and length"
+                        + (" (and its layers use k1/k2)" if name.startswith("upper_") else "")
+                        + f"; unbind {name}"
                     )
-            self = dataclasses.replace(self, num_full_layers=max(self.num_full_layers, 1))
+            self = dataclasses.replace(self, num_full_layers=1)
         for name in (
             "num_full_layers",
             "num_truncated_layers",
@@ -67,20 +89,25 @@ class UltraHSTUEncoderConfig:
             "full_attn_tail",
         ):
             value = getattr(self, name)
+            if name == "num_full_layers" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(
                     f"ULTRA-HSTU encoder: {name} must be a non-negative int, got {value!r}"
                 )
-        if self.target_mode not in TARGET_MODES:
-            raise ValueError(
-                f"ULTRA-HSTU encoder: target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}"
-            )
         if self.fp8_gemm_variant not in FP8_GEMM_VARIANTS:
             raise ValueError(
                 f"ULTRA-HSTU encoder: fp8_gemm_variant must be one of {FP8_GEMM_VARIANTS}, "
                 f"got {self.fp8_gemm_variant!r}"
             )
-        if self.num_full_layers + self.num_truncated_layers == 0:
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(
+                f"ULTRA-HSTU encoder: target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}"
+            )
+        if (
+            self.num_full_layers is not None
+            and self.num_full_layers + self.num_truncated_layers == 0
+        ):
             raise ValueError(
                 "ULTRA-HSTU encoder: num_full_layers + num_truncated_layers must be > 0"
             )
@@ -94,6 +121,14 @@ class UltraHSTUEncoderConfig:
                 f"ULTRA-HSTU encoder: truncated_seq_len={self.truncated_seq_len} is set but "
                 "num_truncated_layers=0, so it would be ignored"
             )
+        if self.num_truncated_layers == 0:
+            for name in ("upper_k1", "upper_k2"):
+                if getattr(self, name) != 0:
+                    raise ValueError(
+                        f"ULTRA-HSTU encoder: {name}={getattr(self, name)} is set but "
+                        "num_truncated_layers=0, so it would be ignored (it is the truncated "
+                        "layers' window; k1/k2 are the full layers')"
+                    )
         if max_seq_len is not None:
             for name in ("k1", "k2", "truncated_seq_len", "full_attn_tail"):
                 value = getattr(self, name)

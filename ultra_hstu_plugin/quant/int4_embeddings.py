@@ -206,12 +206,15 @@ def load_model_from_checkpoint(
 ) -> Tuple[torch.nn.Module, Any, Dict[str, EmbeddingConfig]]:
     """GR's model (via ``make_ultra_model``) with a launcher checkpoint loaded, unsharded.
 
-    Parses gin like ``ultra-hstu train`` (same search paths), builds the model on CPU in
+    Parses gin like ``ultra-hstu train`` (:func:`ultra_hstu_plugin.config.load`: same
+    search paths, the dataset from ``RunSettings.dataset``), builds the model on CPU in
     float32 and loads ``checkpoint_dir`` (``RUN_DIR/checkpoints/STEP``): the DCP sparse
     part into plain tensors, the dense part with GR's strict key check.  Returns
     ``(model, hstu_config, tables)`` with the model in eval mode.  Leaves gin parsed (the
     caller may read the operative config); call ``gin.clear_config()`` when done.
     """
+    from ultra_hstu_plugin import config
+
     ckpt = Path(checkpoint_dir)
     for needed in (ckpt / "sparse" / ".metadata", ckpt / "non_sparse.ckpt"):
         if not needed.exists():
@@ -219,34 +222,28 @@ def load_model_from_checkpoint(
                 f"{needed} not found: --checkpoint must be a GR checkpoint directory "
                 "(RUN_DIR/checkpoints/STEP with sparse/ and non_sparse.ckpt)"
             )
-    for f in gin_files:
-        if not Path(f).exists():
-            raise FileNotFoundError(f"gin file {f} does not exist")
-    import gin
-
-    from ultra_hstu_plugin.train.launcher import RunRequest, parse_gin
-
-    gin.clear_config()
-    parse_gin(RunRequest(gin_files=list(gin_files), gin_bindings=list(gin_bindings)))
-    return _build_and_load(ckpt)
+    settings = config.load(config.ConfigSource.of(gin_files, gin_bindings))
+    return _build_and_load(ckpt, settings)
 
 
-def _build_and_load(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, EmbeddingConfig]]:
+def _build_and_load(
+    ckpt: Path, settings: Any
+) -> Tuple[torch.nn.Module, Any, Dict[str, EmbeddingConfig]]:
     from ultra_hstu_plugin import host
     from ultra_hstu_plugin.model import make_ultra_model
-    from ultra_hstu_plugin.train.settings import RunSettings
 
-    model, hstu_config, tables = _make_cpu_model(RunSettings().dataset, make_ultra_model)
+    model, hstu_config, tables = _make_cpu_model(settings, make_ultra_model)
     host.load_sparse_checkpoint(model=model, path=str(ckpt))
     host.load_nonsparse_checkpoint(model=model, device=torch.device("cpu"), path=str(ckpt))
     model.eval()
     return model, hstu_config, tables
 
 
-def _make_cpu_model(dataset: str, make_ultra_model: Any) -> Tuple[torch.nn.Module, Any, Dict]:
+def _make_cpu_model(settings: Any, make_ultra_model: Any) -> Tuple[torch.nn.Module, Any, Dict]:
+    """``settings``: the run's ``RunSettings`` (its dataset names the model's tables)."""
     from ultra_hstu_plugin import host
 
-    model, hstu_config, tables = make_ultra_model(dataset=dataset)
+    model, hstu_config, tables = make_ultra_model(settings=settings)
     model.set_hammer_kernel(host.HammerKernel.PYTORCH)
     model.set_training_dtype(torch.float32)  # GR's autocast targets CUDA
     # GR builds the collection on the meta device (DMP materialises it when sharding);
@@ -394,7 +391,7 @@ def load_quantized_model(out_dir: str) -> Tuple[torch.nn.Module, Any]:
     import gin
 
     import ultra_hstu_plugin.gin  # noqa: F401 - registers the configurables the config names
-    from ultra_hstu_plugin import host
+    from ultra_hstu_plugin import config, host
     from ultra_hstu_plugin.model import make_ultra_model
 
     path = Path(out_dir) / ARTIFACT_FILE
@@ -403,9 +400,17 @@ def load_quantized_model(out_dir: str) -> Tuple[torch.nn.Module, Any]:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {blob.get('format_version')} != {FORMAT_VERSION}")
-    gin.clear_config()
+    config.clear()
     gin.parse_config(blob["gin_config"])
-    model, hstu_config, _ = _make_cpu_model(blob["dataset"], make_ultra_model)
+    settings = config.run_settings()
+    if settings.dataset != blob["dataset"]:
+        # The stored config is the truth the model is rebuilt from; a manifest naming
+        # another dataset means the artifact was edited or is corrupt.
+        raise ValueError(
+            f"{path}: manifest dataset {blob['dataset']!r} but its gin config resolves "
+            f"RunSettings.dataset = {settings.dataset!r}"
+        )
+    model, hstu_config, _ = _make_cpu_model(settings, make_ultra_model)
     host.set_embedding_collection(model, quantized_collection_from_state(blob["sparse"]))
     missing, unexpected = model.load_state_dict(blob["dense_state_dict"], strict=False)
     missing = [k for k in missing if not k.startswith("_embedding_collection.")]

@@ -38,15 +38,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import gin
 
+    from ultra_hstu_plugin import config
     from ultra_hstu_plugin.quant import int4_embeddings as q
-    from ultra_hstu_plugin.train.settings import RunSettings
 
     if not args.int4:
         # INT4 is the only format so far; make the choice explicit so later ones can be added.
         raise ValueError("choose a format: --int4 (the only one supported so far)")
     model, _, _ = q.load_model_from_checkpoint(args.gin, args.checkpoint, args.gin_param or [])
     try:
-        dataset = RunSettings().dataset
+        dataset = config.run_settings().dataset
         gin_config = gin.config_str()
         float_bytes = q.table_bytes(q.model_embedding_collection(model))
         q.quantize_model_embeddings(model, bits=4)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             },
         )
     finally:
-        gin.clear_config()
+        config.clear()
     qec = q.model_embedding_collection(model)
     qbytes, fp16 = q.table_bytes(qec), q.fp16_table_bytes(qec)
     print(

@@ -11,15 +11,15 @@ multi-process agreement test).  Batches show a progress bar.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import gin
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from ultra_hstu_plugin.config import RunSettings, run_settings
 from ultra_hstu_plugin.host import ChunkDistributedSampler, HammerToTorchDataset, collate_fn
-from ultra_hstu_plugin.registry import discover
 
 SAMPLERS = ("chunk", "interleaved")
 
@@ -41,11 +41,11 @@ class ProgressDataLoader:
         yield from tqdm(self.loader, desc=self.desc, disable=not self.show, leave=False)
 
 
-@gin.configurable
+# ``settings`` is not bindable: dataset and batch size are RunSettings' bindings, once.
+@gin.configurable(denylist=["settings"])
 def make_dataloaders(
-    dataset: str,
     hstu_config: Any,
-    batch_size: int,
+    settings: Optional[RunSettings] = None,
     data_dir: str = "data",
     train_split_percentage: float = 0.75,
     sampler: str = "chunk",
@@ -54,13 +54,16 @@ def make_dataloaders(
     progress: bool = True,
     rank: int = 0,
 ) -> Tuple[ProgressDataLoader, ProgressDataLoader]:
+    """Train and eval loaders of ``settings.dataset`` (default: gin's ``RunSettings``)."""
+    settings = settings if settings is not None else run_settings()
+    dataset, batch_size = settings.dataset, settings.batch_size
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if not 0.0 < train_split_percentage < 1.0:
         raise ValueError(f"train_split_percentage must be in (0, 1), got {train_split_percentage}")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    spec = discover().get("dataset", dataset).load()
+    spec = settings.dataset_spec()
     data = HammerToTorchDataset(dataset=spec.dataset(hstu_config, data_dir, is_inference=False))
     total = data.dataset.get_item_count()
     n_train = round(train_split_percentage * total)

@@ -1,11 +1,17 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """``ultra-hstu train``: GR's ranking training, with the plugin's encoder, on any device.
 
-Per process: process group + device (:mod:`.distributed`) -> gin -> GR's model with the
+Per process: gin, parsed once (:mod:`ultra_hstu_plugin.config`) -> process group + device
+(:mod:`.distributed`) -> GR's model with the
 chosen encoder (:func:`make_ultra_model`) -> torchrec sharding (:mod:`.sharding`) -> GR's
 dataloader pieces (:mod:`.dataloaders`) -> GR's ``MetricsLogger`` -> GR's checkpoint
 load -> GR's ``train_loop`` and/or ``eval_loop`` -> GR's checkpoint save.  Rank 0 writes
 ``metrics.json`` (the final eval metrics) to the run's output directory.
+
+Every setting comes from gin (``RunSettings``); ``--mode``/``--device``/``--nproc`` are
+shorthands that become ``RunSettings`` bindings.  The launching process parses once in
+:func:`preflight` and, when it is the only worker, trains on that same parse; spawned
+workers parse the same :class:`~ultra_hstu_plugin.config.ConfigSource` once each.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import torch
 from torch import multiprocessing as mp
 
 import ultra_hstu_plugin.gin  # noqa: F401 - registers configurables
+from ultra_hstu_plugin import config
+from ultra_hstu_plugin.config import MODES, ConfigSource, RunSettings
 from ultra_hstu_plugin.host import (
     HammerKernel,
     MetricsLogger,
     eval_loop,
-    gr_checkout_root,
     load_dmp_checkpoint,
     save_dmp_checkpoint,
     train_loop,
@@ -43,23 +50,32 @@ from ultra_hstu_plugin.train.distributed import (
     init_distributed,
     launched_by_torchrun,
 )
-from ultra_hstu_plugin.train.settings import RunSettings
 from ultra_hstu_plugin.train.sharding import (
     deterministic_embedding_init,
     shard_model_and_make_optimizer,
 )
 
 logger = logging.getLogger(__name__)
-MODES = ("train", "eval", "train-eval")
+__all__ = ["MODES", "RunRequest", "preflight", "run"]
 
 
 @dataclass
 class RunRequest:
+    """``ultra-hstu train``'s arguments; ``mode``/``device``/``nproc`` None = not given.
+
+    Given ones become ``RunSettings`` bindings (see :func:`ultra_hstu_plugin.config.load`).
+    """
+
     gin_files: List[str]
-    mode: str = "train-eval"
-    device: str = "cpu"
-    nproc: int = 1
+    mode: Optional[str] = None
+    device: Optional[str] = None
+    nproc: Optional[int] = None
     gin_bindings: List[str] = field(default_factory=list)
+
+    def source(self) -> ConfigSource:
+        return ConfigSource.of(
+            self.gin_files, self.gin_bindings, mode=self.mode, device=self.device, nproc=self.nproc
+        )
 
 
 def _seed_everything(seed: int) -> None:
@@ -82,13 +98,13 @@ def _final_eval_metrics(metrics: MetricsLogger) -> Dict[str, float]:
     return {k: float(v) for k, v in metrics.compute(mode="eval").items()}
 
 
-def _worker(rank: int, world_size: int, port: int, request: RunRequest) -> None:
-    ctx = init_distributed(request.device, rank, world_size, port)
+def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None:
+    # In the launching process this reuses preflight's parse; a spawned one parses here.
+    settings = config.ensure_loaded(source)
+    ctx = init_distributed(settings.device, rank, world_size, port)
     try:
-        parse_gin(request)
-        settings = RunSettings()
         _seed_everything(settings.seed)
-        model, hstu_config, _ = make_ultra_model(dataset=settings.dataset)
+        model, hstu_config, _ = make_ultra_model(settings=settings)
         model.set_hammer_kernel(_hammer_kernel(settings.hammer_kernel, ctx.device))
         if ctx.device.type == "cpu":
             # GR's autocast targets CUDA; on CPU keep float32 end to end.
@@ -98,10 +114,7 @@ def _worker(rank: int, world_size: int, port: int, request: RunRequest) -> None:
         # Same tables for any world size, so runs on 1 or N processes are comparable.
         deterministic_embedding_init(model, settings.seed)
         train_dl, eval_dl = make_dataloaders(
-            dataset=settings.dataset,
-            hstu_config=hstu_config,
-            batch_size=settings.batch_size,
-            rank=ctx.rank,
+            hstu_config=hstu_config, settings=settings, rank=ctx.rank
         )
         out = Path(settings.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -123,13 +136,13 @@ def _worker(rank: int, world_size: int, port: int, request: RunRequest) -> None:
             )
         summary: Dict[str, object] = {
             "dataset": settings.dataset,
-            "mode": request.mode,
+            "mode": settings.mode,
             "world_size": ctx.world_size,
             "device": str(ctx.device.type),
             "dense_parameters": n_dense,
         }
         start = time.time()
-        if request.mode in ("train", "train-eval"):
+        if settings.mode in ("train", "train-eval"):
             train_loop(
                 rank=ctx.rank,
                 model=model,
@@ -153,7 +166,7 @@ def _worker(rank: int, world_size: int, port: int, request: RunRequest) -> None:
                     path=str(out / "checkpoints"),
                 )
                 summary["checkpoint"] = str(out / "checkpoints" / str(metrics.global_step["train"]))
-        if request.mode in ("eval", "train-eval"):
+        if settings.mode in ("eval", "train-eval"):
             metrics.reset(mode="eval")
             eval_loop(
                 rank=ctx.rank,
@@ -170,59 +183,37 @@ def _worker(rank: int, world_size: int, port: int, request: RunRequest) -> None:
         cleanup()
 
 
-def add_gin_search_paths(gin_files: List[str]) -> None:
-    """Let includes name files relative to this repository's root or GR's checkout."""
-    for f in gin_files:
-        for parent in Path(f).resolve().parents:
-            if parent.name == "gin_configs":
-                gin.add_config_file_search_path(str(parent.parent))
-                break
-    gin.add_config_file_search_path(gr_checkout_root())
-
-
-def parse_gin(request: RunRequest) -> None:
-    add_gin_search_paths(request.gin_files)
-    gin.parse_config_files_and_bindings(request.gin_files, request.gin_bindings)
-
-
 def preflight(request: RunRequest) -> RunSettings:
-    """Fail in the launching process, with one clear message, before any worker starts."""
-    if request.mode not in MODES:
-        raise ValueError(f"--mode must be one of {MODES}, got {request.mode!r}")
-    for f in request.gin_files:
-        if not os.path.exists(f):
-            raise FileNotFoundError(f"gin file {f} does not exist")
-    if request.nproc < 1:
-        raise ValueError(f"--nproc must be >= 1, got {request.nproc}")
-    if request.device == "cuda" and not torch.cuda.is_available():
+    """Parse gin (once) and fail here, with one clear message, before any worker starts.
+
+    Leaves gin parsed: the in-process worker trains on this parse.
+    """
+    settings = config.load(request.source())
+    if settings.device == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "--device cuda was asked for but torch sees no CUDA device; use --device cpu"
         )
-    if request.device == "cuda" and request.nproc > torch.cuda.device_count():
-        raise ValueError(
-            f"--nproc {request.nproc} exceeds the {torch.cuda.device_count()} visible GPUs"
-        )
-    gin.clear_config()
-    parse_gin(request)
-    try:
-        settings = RunSettings()
-        if settings.batch_size <= 0:
-            raise ValueError(f"RunSettings.batch_size must be positive, got {settings.batch_size}")
-        _hammer_kernel(settings.hammer_kernel, torch.device(request.device))
-        spec = discover().get("dataset", settings.dataset).load()
-        spec.data_path(_bound_value("make_dataloaders.data_dir", default="data"))
-        discover().get("encoder", _bound_value("make_ultra_model.encoder", default="ultra_hstu"))
-        if request.mode == "eval" and not settings.load_checkpoint:
+    if launched_by_torchrun():
+        world = int(os.environ["WORLD_SIZE"])
+        if settings.nproc not in (1, world):
+            # torchrun made the processes; a different count here would be ignored.
             raise ValueError(
-                "--mode eval needs RunSettings.load_checkpoint (a checkpoint directory)"
+                f"RunSettings.nproc (--nproc) = {settings.nproc} is ignored under torchrun, "
+                f"whose world size is {world}; leave it unset"
             )
-        if settings.load_checkpoint and not os.path.isdir(settings.load_checkpoint):
-            raise FileNotFoundError(
-                f"checkpoint directory {settings.load_checkpoint} does not exist"
-            )
-        return settings
-    finally:
-        gin.clear_config()
+    elif settings.device == "cuda" and settings.nproc > torch.cuda.device_count():
+        raise ValueError(
+            f"--nproc {settings.nproc} exceeds the {torch.cuda.device_count()} visible GPUs"
+        )
+    _hammer_kernel(settings.hammer_kernel, torch.device(settings.device))
+    spec = settings.dataset_spec()
+    spec.data_path(_bound_value("make_dataloaders.data_dir", default="data"))
+    discover().get("encoder", _bound_value("make_ultra_model.encoder", default="ultra_hstu"))
+    if settings.mode == "eval" and not settings.load_checkpoint:
+        raise ValueError("--mode eval needs RunSettings.load_checkpoint (a checkpoint directory)")
+    if settings.load_checkpoint and not os.path.isdir(settings.load_checkpoint):
+        raise FileNotFoundError(f"checkpoint directory {settings.load_checkpoint} does not exist")
+    return settings
 
 
 def _bound_value(name: str, default: object) -> object:
@@ -236,15 +227,16 @@ def _bound_value(name: str, default: object) -> object:
 def run(request: RunRequest) -> Optional[Dict[str, object]]:
     """Run in this process (torchrun) or spawn ``nproc`` local processes; returns metrics."""
     settings = preflight(request)
+    source = request.source()
     if launched_by_torchrun():
-        _worker(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), 0, request)
-    elif request.nproc == 1:
-        _worker(0, 1, free_port(), request)
+        _worker(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), 0, source)
+    elif settings.nproc == 1:
+        _worker(0, 1, free_port(), source)
     else:
         mp.start_processes(
             _worker,
-            args=(request.nproc, free_port(), request),
-            nprocs=request.nproc,
+            args=(settings.nproc, free_port(), source),
+            nprocs=settings.nproc,
             join=True,
             start_method="spawn",
         )

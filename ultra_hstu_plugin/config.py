@@ -1,0 +1,215 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""gin is the one truth: loading a run's gin config, and the run-level settings in it.
+
+Everything a run does comes from gin files plus ``--gin-param`` bindings; the CLI flags
+``--mode``, ``--device`` and ``--nproc`` are shorthands for ``RunSettings.mode`` /
+``.device`` / ``.nproc`` bindings (a flag that disagrees with a binding is an error
+naming both).  :func:`load` parses a :class:`ConfigSource` (files + bindings + flags);
+:func:`ensure_loaded` reuses this process's parse when it is of the same source, so the
+launching process parses once and each spawned worker parses once.
+
+Importable without GR (``gr_checkout_root`` is looked up only when a config is loaded).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import gin
+
+MODES = ("train", "eval", "train-eval")
+DEVICES = ("cpu", "cuda")
+
+
+@gin.configurable
+@dataclass(frozen=True)
+class RunSettings:
+    """Run-level settings bound in gin (``RunSettings.batch_size = 32`` ...).
+
+    ``dataset`` is the single binding naming the dataset: the model, the dataloaders and
+    the quantized artifact all read it from here.  ``mode``/``device``/``nproc`` may also
+    be given as ``ultra-hstu train`` flags, which become these bindings.
+    """
+
+    dataset: str = "movielens-100k"
+    batch_size: int = 32
+    output_dir: str = "runs/latest"
+    seed: int = 0
+    # "auto": PYTORCH on CPU, TRITON on CUDA; or any HammerKernel name.
+    hammer_kernel: str = "auto"
+    save_checkpoint: bool = True
+    load_checkpoint: str = ""
+    mode: str = "train-eval"  # "train", "eval" (needs load_checkpoint) or "train-eval"
+    device: str = "cpu"  # "cpu" (gloo) or "cuda" (NCCL, one GPU a process)
+    nproc: int = 1  # local processes; under torchrun the world size comes from torchrun
+
+    def dataset_spec(self) -> Any:
+        """The registry's spec for ``dataset``: the one place the name is looked up."""
+        from ultra_hstu_plugin.registry import discover
+
+        return discover().get("dataset", self.dataset).load()
+
+    def validate(self) -> None:
+        """One clear error naming the bad field (device-independent checks only)."""
+        if self.mode not in MODES:
+            raise ValueError(f"RunSettings.mode (--mode) must be one of {MODES}, got {self.mode!r}")
+        if self.device not in DEVICES:
+            raise ValueError(
+                f"RunSettings.device (--device) must be one of {DEVICES}, got {self.device!r}"
+            )
+        if isinstance(self.nproc, bool) or not isinstance(self.nproc, int) or self.nproc < 1:
+            raise ValueError(f"--nproc must be >= 1, got {self.nproc}")
+        if self.batch_size <= 0:
+            raise ValueError(f"RunSettings.batch_size must be positive, got {self.batch_size}")
+
+
+# RunSettings field -> the CLI flag that is its shorthand.
+FLAG_OF_FIELD = {"mode": "--mode", "device": "--device", "nproc": "--nproc"}
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """What a process parses: gin files, extra bindings, and CLI shorthand flags.
+
+    Plain strings and ints, so it pickles into spawned workers, which parse it again.
+    ``flags`` holds ``(RunSettings field, value)`` pairs for the flags that were given.
+    """
+
+    gin_files: Tuple[str, ...]
+    gin_bindings: Tuple[str, ...] = ()
+    flags: Tuple[Tuple[str, Any], ...] = ()
+    skip_unknown: bool = False
+
+    @staticmethod
+    def of(
+        gin_files: Sequence[str],
+        gin_bindings: Sequence[str] = (),
+        skip_unknown: bool = False,
+        **flags: Any,
+    ) -> ConfigSource:
+        unknown = set(flags) - set(FLAG_OF_FIELD)
+        if unknown:
+            raise TypeError(f"not a RunSettings shorthand: {sorted(unknown)}")
+        return ConfigSource(
+            gin_files=tuple(str(f) for f in gin_files),
+            gin_bindings=tuple(gin_bindings),
+            flags=tuple((k, v) for k, v in flags.items() if v is not None),
+            skip_unknown=skip_unknown,
+        )
+
+
+def add_gin_search_paths(gin_files: Sequence[str]) -> None:
+    """Let includes name files relative to this repository's root or GR's checkout."""
+    for f in gin_files:
+        for parent in Path(f).resolve().parents:
+            if parent.name == "gin_configs":
+                gin.add_config_file_search_path(str(parent.parent))
+                break
+    # This checkout's root too, so `include 'gin_configs/common/...'` works from any cwd.
+    gin.add_config_file_search_path(str(Path(__file__).resolve().parents[1]))
+    from ultra_hstu_plugin.host import gr_checkout_root
+
+    gin.add_config_file_search_path(gr_checkout_root())
+
+
+def _bound(selector: str) -> Tuple[bool, Any]:
+    try:
+        return True, gin.query_parameter(selector)
+    except ValueError:
+        return False, None
+
+
+def _apply_flags(flags: Sequence[Tuple[str, Any]]) -> None:
+    for name, value in flags:
+        selector = f"RunSettings.{name}"
+        is_bound, bound = _bound(selector)
+        if is_bound and bound != value:
+            # Neither silently wins: a run whose file says eval and whose flag says train
+            # is a mistake either way.
+            raise ValueError(
+                f"{FLAG_OF_FIELD[name]} {value} conflicts with the gin binding "
+                f"{selector} = {bound!r}; drop one of them"
+            )
+        with gin.unlock_config():  # parsing locked it; the flags are part of the same parse
+            gin.bind_parameter(selector, value)
+
+
+# (source, gin.config_str() right after parsing it) of this process's last load.
+_loaded: Optional[Tuple[ConfigSource, str]] = None
+
+
+def load(source: ConfigSource) -> RunSettings:
+    """Clear gin, parse ``source`` and return its validated :class:`RunSettings`.
+
+    Leaves gin parsed (workers, the model and the dataloaders read it); ``clear`` undoes.
+    """
+    global _loaded
+    import ultra_hstu_plugin.gin  # noqa: F401 - registers every configurable a file may bind
+
+    for f in source.gin_files:
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"gin file {f} does not exist")
+    gin.clear_config()
+    _loaded = None
+    add_gin_search_paths(source.gin_files)
+    gin.parse_config_files_and_bindings(
+        list(source.gin_files), list(source.gin_bindings), skip_unknown=source.skip_unknown
+    )
+    _apply_flags(source.flags)
+    settings = run_settings()
+    _loaded = (source, gin.config_str())
+    return settings
+
+
+def ensure_loaded(source: ConfigSource) -> RunSettings:
+    """:func:`load`, unless this process already holds exactly that parse."""
+    if _loaded is not None and _loaded[0] == source and gin.config_str() == _loaded[1]:
+        return run_settings()
+    return load(source)
+
+
+def clear() -> None:
+    global _loaded
+    gin.clear_config()
+    _loaded = None
+
+
+def run_settings() -> RunSettings:
+    """The run's settings as gin resolves them now, validated."""
+    settings = gin.get_configurable(RunSettings)()
+    settings.validate()
+    return settings
+
+
+def bound_parameters(selector: str) -> Dict[Tuple[str, str], Any]:
+    """Every ``(scope, parameter) -> value`` bound for a configurable, scoped ones included.
+
+    gin's public ``get_bindings`` sees only the current scope; a binding under a scope
+    (``consumption/ultra_hstu.StreamConfig.name``) that nothing references is exactly
+    the kind that is silently ignored, so this reads gin's table of all bindings.
+    """
+    full = gin.config._REGISTRY.get_match(selector).selector  # the complete selector
+    out: Dict[Tuple[str, str], Any] = {}
+    for (scope, sel), params in gin.config._CONFIG.items():
+        if sel == full:
+            for name, value in params.items():
+                out[(scope, name)] = value
+    return out
+
+
+__all__ = [
+    "DEVICES",
+    "FLAG_OF_FIELD",
+    "MODES",
+    "ConfigSource",
+    "RunSettings",
+    "add_gin_search_paths",
+    "bound_parameters",
+    "clear",
+    "ensure_loaded",
+    "load",
+    "run_settings",
+]
