@@ -174,4 +174,4 @@ def check_files(repo: Path, check) -> List[Violation]:
     out = []
     for p in product_files(repo):
         out += check(p.read_text(encoding="utf-8"), p.relative_to(repo).as_posix())
-    return out
+    return sorted(out, key=lambda v: (v.path, v.line, v.what))
