@@ -181,3 +181,18 @@ def test_gpu_benchmark_paths_load_gr_without_torchrec():
         " sys.modules['torchrec'].__spec__ is None)"
     )
     assert _run(snippet, blocked=["torchrec", "fbgemm_gpu"]) == "[] True"
+
+
+def test_every_subpackage_ships():
+    # pyproject lists packages explicitly (kernels/ installs under another name), so a new
+    # subpackage such as host/ is missing from a non-editable install unless listed.
+    tomllib = pytest.importorskip("tomllib")
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]
+    found = {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "ultra_hstu_plugin").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found <= set(packages), found - set(packages)
