@@ -8,7 +8,7 @@ import gin
 
 import ultra_hstu_plugin.gin  # noqa: F401 - registers configurables
 from ultra_hstu_plugin.config import RunSettings
-from ultra_hstu_plugin.host import HammerKernel
+from ultra_hstu_plugin.host import HammerKernel, transducer_of
 from ultra_hstu_plugin.model import make_ultra_model
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 
@@ -22,4 +22,4 @@ model, hstu_config, tables = make_ultra_model(
     merged_item_action_tokens=True,
 )
 model.set_hammer_kernel(HammerKernel.PYTORCH)  # CPU; TRITON on GPUs
-print(model._hstu_transducer)  # GR's transducer, our STU stack inside
+print(transducer_of(model))  # GR's transducer, our STU stack inside

@@ -107,7 +107,11 @@ def _interleaved_ms(
 
 
 def _make_case(rows: int, dim: int, n_ids: int, device: torch.device, seed: int = 0):
-    from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+    from ultra_hstu_plugin.host.torchrec import (
+        EmbeddingCollection,
+        EmbeddingConfig,
+        KeyedJaggedTensor,
+    )
 
     ec = EmbeddingCollection(
         tables=[
@@ -139,9 +143,11 @@ def _check_int4(ec, qec, kjt) -> Dict[str, Any]:
 
 def _kernel_only(module: torch.nn.Module, kjt: Any) -> Callable[[], object]:
     """The lookup without the collection's KJT bookkeeping: fbgemm's TBE, or F.embedding."""
+    from ultra_hstu_plugin.host import torchrec as trec
+
     ids = kjt.values()
-    if hasattr(module, "_emb_modules"):  # torchrec quant EC: one fbgemm TBE per data type
-        tbe = module._emb_modules[0]
+    if isinstance(module, trec.QuantEmbeddingCollection):  # one fbgemm TBE per data type
+        tbe = trec.tbe_modules(module)[0]
         offsets = kjt.offsets()  # one feature: the KJT's offsets are the TBE's
         return lambda: tbe(indices=ids, offsets=offsets)
     weight = module.embeddings["t"].weight
@@ -191,8 +197,7 @@ def measure_case(
 
 
 def run(out_dir: Path, quick: bool, reps: int, argv: List[str]) -> Dict[str, Any]:
-    import fbgemm_gpu
-    import torchrec
+    from ultra_hstu_plugin.host import torchrec as trec
 
     out_dir.mkdir(parents=True, exist_ok=True)
     gpu = gpu_status()
@@ -202,8 +207,7 @@ def run(out_dir: Path, quick: bool, reps: int, argv: List[str]) -> Dict[str, Any
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "torch": torch.__version__,
-        "fbgemm_gpu": getattr(fbgemm_gpu, "__version__", "unknown"),
-        "torchrec": getattr(torchrec, "__version__", "unknown"),
+        **trec.versions(),  # fbgemm_gpu, torchrec
         "python": platform.python_version(),
         "git_commit": git_commit(),
         "command": "python -m ultra_hstu_plugin.bench.int4_embedding " + " ".join(argv),
@@ -484,8 +488,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     if not a.gpu_only:
         try:
-            import fbgemm_gpu  # noqa: F401
-            import torchrec  # noqa: F401
+            import ultra_hstu_plugin.host.torchrec  # noqa: F401 - torchrec and fbgemm_gpu
         except ImportError as e:
             raise SystemExit(
                 f"the CPU table needs torchrec and fbgemm ({e}); "

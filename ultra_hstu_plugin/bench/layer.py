@@ -21,36 +21,8 @@ import json
 import os
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Dict, List, Optional
-
-
-def _stub_torchrec_if_missing() -> Optional[str]:
-    try:
-        import torchrec.modules.sorted_index_select  # noqa: F401
-
-        return None
-    except ImportError:
-        import torch
-
-        def maybe_sorted_index_select(values, index, use_sorted=False):  # noqa: ARG001
-            return torch.index_select(values, 0, index)
-
-        pkg = types.ModuleType("torchrec")
-        modules = types.ModuleType("torchrec.modules")
-        sis = types.ModuleType("torchrec.modules.sorted_index_select")
-        sis.maybe_sorted_index_select = maybe_sorted_index_select
-        pkg.modules = modules
-        modules.sorted_index_select = sis
-        sys.modules.update(
-            {
-                "torchrec": pkg,
-                "torchrec.modules": modules,
-                "torchrec.modules.sorted_index_select": sis,
-            }
-        )
-        return "torchrec absent: maybe_sorted_index_select stood in for by torch.index_select"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -67,7 +39,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.gr_path:
         sys.path.insert(0, os.path.abspath(args.gr_path))
-    stub_note = _stub_torchrec_if_missing()
+    # before GR's layer code is imported (host.stubs imports nothing of GR)
+    from ultra_hstu_plugin.host.stubs import stub_torchrec_if_missing
+
+    stub_note = stub_torchrec_if_missing()
 
     import torch
     from triton.testing import do_bench

@@ -194,9 +194,8 @@ def _import_gr(gr_path: Optional[str]):
     path = str(Path(gr_path).resolve())
     if path not in sys.path:
         sys.path.insert(0, path)
-    # GR's triton_hstu_attention imports only torch/triton and GR helpers at module
-    # level (its fbgemm load_library is guarded), so no stubs are needed here.
-    from generative_recommenders.ops.triton.triton_hstu_attention import triton_hstu_mha
+    # host.gr_attention loads GR's Triton attention alone: no torchrec, so no stubs here.
+    from ultra_hstu_plugin.host.gr_attention import triton_hstu_mha
 
     return triton_hstu_mha
 

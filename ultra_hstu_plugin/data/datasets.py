@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import torch
-from torchrec import KeyedJaggedTensor
-from torchrec.modules.embedding_configs import DataType, EmbeddingConfig
 
 from ultra_hstu_plugin.data import movielens, synthetic
 from ultra_hstu_plugin.host import (
@@ -29,6 +27,7 @@ from ultra_hstu_plugin.host import (
     get_embedding_table_config,
     get_hstu_configs,
 )
+from ultra_hstu_plugin.host.torchrec import DataType, EmbeddingConfig, KeyedJaggedTensor
 
 
 class MissingDataError(FileNotFoundError):

@@ -32,10 +32,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torchrec
-import torchrec.quant.embedding_modules as trec_quant
 from torch import quantization as quant
-from torchrec.modules.embedding_configs import DataType, EmbeddingConfig, QuantConfig
+
+from ultra_hstu_plugin.host import torchrec as trec
+from ultra_hstu_plugin.host.torchrec import (
+    DataType,
+    EmbeddingConfig,
+    QuantConfig,
+    QuantEmbeddingCollection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ SCALE_BIAS_ALIGN_BITS = 16
 # GPU kernels load rows with 16-byte vectors, so torchrec pads rows to 16 bytes.  fbgemm's
 # CPU kernels read rows byte-wise; 2 keeps the fp16 scale/bias naturally aligned without
 # padding a 36-byte INT4 row (dim 64) to 48, which would cost a third of the saving.
-CUDA_ROW_ALIGNMENT = trec_quant.DEFAULT_ROW_ALIGNMENT
+CUDA_ROW_ALIGNMENT = trec.QUANT_DEFAULT_ROW_ALIGNMENT
 CPU_ROW_ALIGNMENT = 2
 
 
@@ -80,12 +85,12 @@ def default_row_alignment(device: torch.device) -> int:
 def find_unsupported_tables(module: torch.nn.Module, bits: int = 4) -> List[Tuple[str, str]]:
     """(table or module name, reason) for everything the converter cannot take."""
     _bits_to_dtype(bits)
-    if isinstance(module, trec_quant.EmbeddingCollection):
+    if isinstance(module, QuantEmbeddingCollection):
         return [("<collection>", "already quantized (torchrec quant EmbeddingCollection)")]
-    if not isinstance(module, torchrec.EmbeddingCollection):
+    if not isinstance(module, trec.EmbeddingCollection):
         kind = type(module).__name__
         why = f"{kind} is not a torchrec EmbeddingCollection"
-        if isinstance(module, torchrec.EmbeddingBagCollection):
+        if isinstance(module, trec.EmbeddingBagCollection):
             why += " (pooled EmbeddingBagCollection: use torchrec's quantize_embeddings)"
         names = [t.name for t in getattr(module, "embedding_bag_configs", lambda: [])()]
         return [(n, why) for n in names] or [(f"<{kind}>", why)]
@@ -117,7 +122,7 @@ def quantize_embedding_collection(
     bits: int = 4,
     row_alignment: Optional[int] = None,
     output_dtype: torch.dtype = torch.float,
-) -> trec_quant.EmbeddingCollection:
+) -> QuantEmbeddingCollection:
     """torchrec's quantized ``EmbeddingCollection`` (fbgemm int-n-bit TBE) of a float one.
 
     ``bits=4`` gives INT4 rows with an fp16 scale and bias per row (8 and 16 = INT8 and
@@ -138,29 +143,20 @@ def quantize_embedding_collection(
     )
     device = next(iter(ec.parameters())).device
     align = row_alignment if row_alignment is not None else default_row_alignment(device)
-    setattr(src, trec_quant.MODULE_ATTR_ROW_ALIGNMENT_INT, align)
+    setattr(src, trec.QUANT_ROW_ALIGNMENT_ATTR, align)
     with torch.no_grad():
-        return trec_quant.EmbeddingCollection.from_float(src)
-
-
-def _tbe_of_tables(qec: trec_quant.EmbeddingCollection) -> Dict[str, Tuple[Any, int]]:
-    """table name -> (fbgemm TBE holding it, index of the table inside that TBE)."""
-    out = {}
-    for tbe, tables in zip(qec._emb_modules, qec._key_to_tables.values()):
-        for i, table in enumerate(tables):
-            out[table.name] = (tbe, i)
-    return out
+        return QuantEmbeddingCollection.from_float(src)
 
 
 def per_table_bytes(module: torch.nn.Module) -> Dict[str, int]:
     """Bytes of each table's stored rows (codes, scale/bias and row padding included)."""
-    if isinstance(module, trec_quant.EmbeddingCollection):
+    if isinstance(module, QuantEmbeddingCollection):
         out = {}
-        for name, (tbe, i) in _tbe_of_tables(module).items():
+        for name, (tbe, i) in trec.tbe_modules_by_table(module).items():
             rows = tbe.split_embedding_weights_with_scale_bias(split_scale_bias_mode=0)[i][0]
             out[name] = rows.numel() * rows.element_size()
         return out
-    if isinstance(module, torchrec.EmbeddingCollection):
+    if isinstance(module, trec.EmbeddingCollection):
         return {
             name.removesuffix(".weight"): p.numel() * p.element_size()
             for name, p in module.embeddings.named_parameters()
@@ -168,7 +164,7 @@ def per_table_bytes(module: torch.nn.Module) -> Dict[str, int]:
     raise TypeError(f"table_bytes: expected a torchrec embedding collection, got {type(module)}")
 
 
-def int4_table_rows(qec: trec_quant.EmbeddingCollection) -> Dict[str, Tuple[torch.Tensor, int]]:
+def int4_table_rows(qec: QuantEmbeddingCollection) -> Dict[str, Tuple[torch.Tensor, int]]:
     """table name -> (uint8 rows ``[num_embeddings, dim/2 + 4]``, dim) of an INT4 collection.
 
     Rows are in fbgemm's fused layout (codes, then fp16 scale and bias; the default of
@@ -177,7 +173,7 @@ def int4_table_rows(qec: trec_quant.EmbeddingCollection) -> Dict[str, Tuple[torc
     """
     out = {}
     configs = {t.name: t for t in qec.embedding_configs()}
-    for name, (tbe, i) in _tbe_of_tables(qec).items():
+    for name, (tbe, i) in trec.tbe_modules_by_table(qec).items():
         if configs[name].data_type != DataType.INT4:
             raise ValueError(f"table {name} is {configs[name].data_type.name}, not INT4")
         codes, scale_bias = tbe.split_embedding_weights(split_scale_shifts=True)[i]
@@ -251,7 +247,7 @@ def _make_cpu_model(settings: Any, make_ultra_model: Any) -> Tuple[torch.nn.Modu
     ec = host.embedding_collection_of(model)
     host.set_embedding_collection(
         model,
-        torchrec.EmbeddingCollection(
+        trec.EmbeddingCollection(
             tables=ec.embedding_configs(),
             need_indices=ec.need_indices(),
             device=torch.device("cpu"),
@@ -300,10 +296,10 @@ def _table_config(d: Dict[str, Any]) -> EmbeddingConfig:
     )
 
 
-def quantized_tables_state(qec: trec_quant.EmbeddingCollection) -> Dict[str, Any]:
+def quantized_tables_state(qec: QuantEmbeddingCollection) -> Dict[str, Any]:
     """Plain-tensor state of a quantized collection: per table (codes, scale_bias) as uint8."""
     weights = {}
-    for name, (tbe, i) in _tbe_of_tables(qec).items():
+    for name, (tbe, i) in trec.tbe_modules_by_table(qec).items():
         codes, scale_bias = tbe.split_embedding_weights(split_scale_shifts=True)[i]
         weights[name] = {"codes": codes.clone(), "scale_bias": scale_bias.clone()}
     return {
@@ -317,14 +313,14 @@ def quantized_tables_state(qec: trec_quant.EmbeddingCollection) -> Dict[str, Any
 
 def quantized_collection_from_state(
     state: Dict[str, Any], device: Optional[torch.device] = None
-) -> trec_quant.EmbeddingCollection:
+) -> QuantEmbeddingCollection:
     """Rebuild torchrec's quantized collection from :func:`quantized_tables_state`."""
     device = device or torch.device("cpu")
     tables = [_table_config(d) for d in state["tables"]]
     weights = {
         n: (w["codes"].to(device), w["scale_bias"].to(device)) for n, w in state["weights"].items()
     }
-    return trec_quant.EmbeddingCollection(
+    return QuantEmbeddingCollection(
         tables=tables,
         device=device,
         need_indices=state["need_indices"],
@@ -345,13 +341,10 @@ def save_quantized_model(
     from ultra_hstu_plugin import host
 
     qec = host.embedding_collection_of(model)
-    if not isinstance(qec, trec_quant.EmbeddingCollection):
+    if not isinstance(qec, QuantEmbeddingCollection):
         raise TypeError("save_quantized_model: quantize the model's embeddings first")
-    dense = {
-        k: v.detach().clone()
-        for k, v in model.state_dict().items()
-        if not k.startswith("_embedding_collection.")
-    }
+    _, dense = host.split_sparse_dense_state(model.state_dict())
+    dense = {k: v.detach().clone() for k, v in dense.items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sizes = per_table_bytes(qec)
@@ -413,7 +406,7 @@ def load_quantized_model(out_dir: str) -> Tuple[torch.nn.Module, Any]:
     model, hstu_config, _ = _make_cpu_model(settings, make_ultra_model)
     host.set_embedding_collection(model, quantized_collection_from_state(blob["sparse"]))
     missing, unexpected = model.load_state_dict(blob["dense_state_dict"], strict=False)
-    missing = [k for k in missing if not k.startswith("_embedding_collection.")]
+    missing = [k for k in missing if not host.is_sparse_state_key(k)]
     if missing or unexpected:
         raise ValueError(f"{path}: dense weights do not match the model: {missing=} {unexpected=}")
     model.eval()

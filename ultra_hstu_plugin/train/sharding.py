@@ -15,17 +15,23 @@ from typing import Tuple
 import torch
 from torch import distributed as dist
 from torch.distributed.optim import _apply_optimizer_in_backward as apply_optimizer_in_backward
-from torchrec.distributed.model_parallel import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-from torchrec.distributed.sharding_plan import get_default_sharders
-from torchrec.distributed.types import ShardedTensor, ShardingEnv
-from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from ultra_hstu_plugin.host import (
     dense_optimizer_factory_and_class,
     sparse_optimizer_factory_and_class,
+)
+from ultra_hstu_plugin.host.torchrec import (
+    CombinedOptimizer,
+    DistributedModelParallel,
+    EmbeddingBagCollection,
+    EmbeddingCollection,
+    EmbeddingShardingPlanner,
+    KeyedOptimizerWrapper,
+    ShardedTensor,
+    ShardingEnv,
+    Topology,
+    get_default_sharders,
+    in_backward_optimizer_filter,
 )
 
 _EMBEDDING_TYPES = (EmbeddingBagCollection, EmbeddingCollection)
