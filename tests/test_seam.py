@@ -24,8 +24,8 @@ def test_product_files_cover_the_product_and_skip_the_seam():
     for expected in (
         "ultra_hstu_plugin/quant/int4_embeddings.py",
         "ultra_hstu_plugin/train/sharding.py",
-        "ultra_hstu_plugin/bench/attention.py",
-        "kernels/int4_embedding.py",
+        "ultra_hstu_plugin/bench/sla_attention.py",
+        "kernels/int4_embedding/op.py",
         "examples/swap_encoder.py",
     ):
         assert expected in files
