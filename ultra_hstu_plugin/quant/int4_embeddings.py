@@ -29,7 +29,7 @@ import copy
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import quantization as quant
@@ -266,13 +266,20 @@ def model_embedding_collection(model: torch.nn.Module) -> torch.nn.Module:
     return host.embedding_collection_of(model)
 
 
-def quantize_model_embeddings(model: torch.nn.Module, bits: int = 4) -> torch.nn.Module:
-    """Replace the model's embedding collection by its quantized twin (in place)."""
+def quantize_model_embeddings(
+    model: torch.nn.Module,
+    bits: int = 4,
+    quantizer: Optional[Callable[[torch.nn.Module, int], torch.nn.Module]] = None,
+) -> torch.nn.Module:
+    """Replace the model's embedding collection by its quantized twin (in place).
+
+    ``quantizer(collection, bits)`` makes the twin; ``None`` is
+    :func:`quantize_embedding_collection` (the registered ``int4_embeddings`` quantizer, which
+    ``ultra-hstu quantize`` looks up in the registry)."""
     from ultra_hstu_plugin import host
 
-    host.set_embedding_collection(
-        model, quantize_embedding_collection(host.embedding_collection_of(model), bits)
-    )
+    quantize = quantizer or quantize_embedding_collection
+    host.set_embedding_collection(model, quantize(host.embedding_collection_of(model), bits))
     return model
 
 

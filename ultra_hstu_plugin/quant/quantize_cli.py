@@ -15,6 +15,8 @@ import logging
 from typing import Any
 
 logger = logging.getLogger(__name__)
+# CLI format flag -> registered quantizer (registry kind "quantizer").
+FORMAT_QUANTIZERS = {"int4": "int4_embeddings"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,16 +42,19 @@ def run(args: argparse.Namespace) -> int:
 
     from ultra_hstu_plugin import config
     from ultra_hstu_plugin.quant import int4_embeddings as q
+    from ultra_hstu_plugin.registry import discover
 
     if not args.int4:
         # INT4 is the only format so far; make the choice explicit so later ones can be added.
         raise ValueError("choose a format: --int4 (the only one supported so far)")
+    # The registry is the table of contents and what runs: the format's registered quantizer.
+    quantizer = discover().get("quantizer", FORMAT_QUANTIZERS["int4"]).load()
     model, _, _ = q.load_model_from_checkpoint(args.gin, args.checkpoint, args.gin_param or [])
     try:
         dataset = config.run_settings().dataset
         gin_config = gin.config_str()
         float_bytes = q.table_bytes(q.model_embedding_collection(model))
-        q.quantize_model_embeddings(model, bits=4)
+        q.quantize_model_embeddings(model, bits=4, quantizer=quantizer)
         path = q.save_quantized_model(
             model,
             args.out,
