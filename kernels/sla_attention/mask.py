@@ -9,20 +9,27 @@ Positions are first mapped to *ids*, exactly as GR's ``_get_valid_attn_mask`` do
 that ``k1 = max_attn_len, k2 = 0, target_mode="window"`` reproduces GR bit for bit:
 
 * all contextual tokens share id 0 (``id = max(pos - c + 1, 0)`` when ``c > 0``);
-* all candidates share the id of the first candidate (``id <= max_id``).
+* all candidates share the id of the first candidate (``id <= max_id``, with
+  ``max_id = L - num_targets - c + 1``; ``L - num_targets`` without contextual tokens).
 
 With ``d = id(row) - id(col)``, row ``r`` sees column ``j`` (both ``< L``) when::
 
     causal   = (j == r) or d > 0
     local    = k1 == 0 or d <= k1                     # k1 = 0: full causal
-    prefix   = j < max(k2, c) and d > 0               # global prefix, contextual included
+    prefix   = j < P and d > 0                        # global prefix
     tail     = full_attn_tail > 0 and id(r) >= max_id - full_attn_tail
     M[r, j]  = causal and (local or prefix or tail)
 
-and two kinds of rows are special:
+``P = max(k2, c)`` with ``contextual_in_prefix=True`` (ours: contextual tokens are part of
+the global prefix, every row sees them) or ``P = k2`` with ``contextual_in_prefix=False``
+(GR's convention: contextual tokens, all of id 0, are seen only from inside the window).
+Two kinds of rows are special:
 
-* contextual rows (``r < c``) see every contextual and history token (GR's behaviour:
-  they summarise the user, so they are not causal), never a candidate;
+* contextual rows (``id(r) == 0`` when ``c > 0``) see themselves and every column with
+  ``id < max_id``: every contextual and history token (GR's behaviour: they summarise the
+  user, so they are not causal), never a candidate.  Stated on ids, as GR does, so that a
+  sequence with more candidates than non-contextual tokens (``num_targets > L - c``: the
+  ids collapse) still gives every row its diagonal, exactly as GR's mask;
 * candidate rows see themselves and never another candidate (``d == 0`` between
   candidates); with ``target_mode="history"`` they see the whole history (TorchEasyRec's
   choice; cheap, candidates are few), with ``target_mode="window"`` only what the SLA
@@ -48,8 +55,10 @@ Differences from other SLA definitions worth knowing:
   see all history but not themselves; ours (GR's) holds ``k1`` earlier tokens plus the
   diagonal, and candidates always see themselves.
 * GR's local mask lets history rows see contextual tokens only inside the window; ours
-  counts contextual tokens in the global prefix, so every row sees them.  With ``k1 = 0``
-  (full causal) or no contextual tokens the two agree exactly.
+  counts them in the global prefix by default, so every row sees them.  With
+  ``contextual_in_prefix=False``, ``k2 = 0`` and ``k1 = max_attn_len`` the mask is GR's
+  ``_get_valid_attn_mask`` exactly, contextual tokens included; with ``k1 = 0`` (full
+  causal) or no contextual tokens the two conventions agree.
 """
 
 from __future__ import annotations
@@ -72,6 +81,8 @@ class SLAMaskSpec:
     target_mode: "window" (candidates follow the SLA rule) or "history" (they see all history).
     full_attn_tail: rows whose id is within this many of the candidates' id see everything
         causal (GR's ``min_full_attn_seq_len``); 0 = off.
+    contextual_in_prefix: True (ours): contextual tokens belong to the global prefix;
+        False (GR's convention): they are seen from inside the window only.
     """
 
     k1: int = 0
@@ -79,6 +90,7 @@ class SLAMaskSpec:
     contextual_seq_len: int = 0
     target_mode: str = "window"
     full_attn_tail: int = 0
+    contextual_in_prefix: bool = True
 
     def __post_init__(self) -> None:
         for name in ("k1", "k2", "contextual_seq_len", "full_attn_tail"):
@@ -89,11 +101,18 @@ class SLAMaskSpec:
             raise ValueError(
                 f"SLA mask: target_mode must be one of {TARGET_MODES}, got {self.target_mode!r}"
             )
+        if not isinstance(self.contextual_in_prefix, bool):
+            raise ValueError(
+                f"SLA mask: contextual_in_prefix must be a bool, got {self.contextual_in_prefix!r}"
+            )
 
     @property
     def prefix_len(self) -> int:
-        """Tokens every later row sees: the global prefix, contextual tokens included."""
-        return max(self.k2, self.contextual_seq_len)
+        """Tokens every later row sees: the global prefix (contextual tokens included unless
+        ``contextual_in_prefix`` is False)."""
+        if self.contextual_in_prefix:
+            return max(self.k2, self.contextual_seq_len)
+        return self.k2
 
 
 def sla_mask(
@@ -141,8 +160,9 @@ def sla_mask(
 
     is_history_col = cols < num_non_targets.view(B, 1, 1)
     if c > 0:
-        contextual_row = rows < c
-        mask = torch.where(contextual_row, is_history_col, mask)
+        contextual_row = row_ids == 0
+        sees_user = (col_ids < max_id.view(B, 1, 1)) | (rows == cols)
+        mask = torch.where(contextual_row, sees_user, mask)
     if spec.target_mode == "history":
         candidate_row = rows >= num_non_targets.view(B, 1, 1)
         mask = torch.where(candidate_row, is_history_col | (rows == cols), mask)

@@ -28,8 +28,17 @@ TRITON_HEAD_DIMS = (16, 32, 64, 128, 256)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _spec(k1: int, k2: int, contextual_seq_len: int, target_mode: str, full_attn_tail: int):
-    return SLAMaskSpec(k1, k2, contextual_seq_len, target_mode, full_attn_tail)
+def _spec(
+    k1: int,
+    k2: int,
+    contextual_seq_len: int,
+    target_mode: str,
+    full_attn_tail: int,
+    contextual_in_prefix: bool,
+) -> SLAMaskSpec:
+    return SLAMaskSpec(
+        k1, k2, contextual_seq_len, target_mode, full_attn_tail, contextual_in_prefix
+    )
 
 
 def _triton_module():
@@ -50,12 +59,27 @@ _SCALARS = (
     "contextual_seq_len",
     "target_mode",
     "full_attn_tail",
+    "contextual_in_prefix",
     "backend",
 )
 
 
 def _bwd_fake(
-    dout, q, k, v, seq_offsets, num_targets, max_seq_len, alpha, k1, k2, ctx, mode, tail, backend
+    dout,
+    q,
+    k,
+    v,
+    seq_offsets,
+    num_targets,
+    max_seq_len,
+    alpha,
+    k1,
+    k2,
+    ctx,
+    mode,
+    tail,
+    in_prefix,
+    backend,
 ):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
@@ -75,9 +99,10 @@ def sla_attention_bwd(
     contextual_seq_len: int,
     target_mode: str,
     full_attn_tail: int,
+    contextual_in_prefix: bool,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    spec = _spec(k1, k2, contextual_seq_len, target_mode, full_attn_tail)
+    spec = _spec(k1, k2, contextual_seq_len, target_mode, full_attn_tail, contextual_in_prefix)
     if backend == "triton":
         return _triton_module().sla_attention_triton_bwd(
             dout, q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets
@@ -107,7 +132,20 @@ def _backward(ctx, dout):
 
 
 def _fwd_fake(
-    q, k, v, seq_offsets, num_targets, max_seq_len, alpha, k1, k2, ctx, mode, tail, backend
+    q,
+    k,
+    v,
+    seq_offsets,
+    num_targets,
+    max_seq_len,
+    alpha,
+    k1,
+    k2,
+    ctx,
+    mode,
+    tail,
+    in_prefix,
+    backend,
 ):
     return q.new_empty(q.shape[0], q.shape[1], v.shape[2])
 
@@ -126,9 +164,10 @@ def sla_attention_fwd(
     contextual_seq_len: int,
     target_mode: str,
     full_attn_tail: int,
+    contextual_in_prefix: bool,
     backend: str,
 ) -> torch.Tensor:
-    spec = _spec(k1, k2, contextual_seq_len, target_mode, full_attn_tail)
+    spec = _spec(k1, k2, contextual_seq_len, target_mode, full_attn_tail, contextual_in_prefix)
     if backend == "triton":
         return _triton_module().sla_attention_triton_fwd(
             q, k, v, seq_offsets, max_seq_len, alpha, spec, num_targets
@@ -249,5 +288,6 @@ def sla_attention(
         spec.contextual_seq_len,
         spec.target_mode,
         spec.full_attn_tail,
+        spec.contextual_in_prefix,
         backend,
     )

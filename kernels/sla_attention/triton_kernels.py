@@ -94,8 +94,9 @@ def _sla_visible(
     diag = rows == cols
     visible = diag | ((d > 0) & seen)
     if HAS_CTX:
-        # Contextual rows summarise the user: all contextual + history tokens.
-        visible = tl.where(rows < CTX, cols < NN, visible)
+        # Contextual rows (id 0) summarise the user: every key of id < max_id (contextual
+        # + history), and themselves (their diagonal also when candidates overlap them).
+        visible = tl.where(row_id == 0, (col_id < max_id) | diag, visible)
     if HISTORY_MODE:
         visible = tl.where(rows >= NN, (cols < NN) | diag, visible)
     return visible
@@ -141,6 +142,7 @@ def _row_block_key_tiles(
     TAIL,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
+    CTX_IN_WINDOW: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -158,6 +160,9 @@ def _row_block_key_tiles(
     if HAS_TAIL:
         full = full | (m1 - 1 >= NN - TAIL)
     win = tl.where(full, 0, tl.maximum(tl.minimum(m0, NN) - K1, 0))
+    if CTX_IN_WINDOW:
+        # Contextual keys all have id 0: a row whose window reaches them sees all of them.
+        win = tl.where(win < CTX, 0, win)
     hi = tl.where(m0 < CTX, NN, tl.minimum(m1, NN))
     pre = tl.minimum(tl.minimum(PREFIX, win), hi)
     s1_end = (pre + BLOCK_N - 1) // BLOCK_N * BLOCK_N
@@ -203,6 +208,7 @@ def _key_block_row_tiles(
     TAIL,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
+    CTX_IN_WINDOW: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -212,10 +218,15 @@ def _key_block_row_tiles(
     ``[c_start, L)`` (candidate / tail rows); unmasked ``[u_lo, u_hi)``.
     """
     n1 = tl.minimum(n0 + BLOCK_N, L)
+    # The last key position whose id the window is measured from (contextual keys share id 0
+    # with the last contextual token when they are not in the prefix).
+    n1_id = n1
+    if CTX_IN_WINDOW:
+        n1_id = tl.where(n0 < CTX, tl.maximum(n1, tl.minimum(CTX, L)), n1)
     a_end = tl.where(n0 < NN, (tl.minimum(CTX, L) + BLOCK_M - 1) // BLOCK_M * BLOCK_M, 0)
     # Prefix keys (and every key when k1 = 0) are seen by all later rows.
     wide = (K1 == 0) | (n0 < PREFIX)
-    main_end = tl.where(wide, L, tl.minimum(n1 + K1, L))
+    main_end = tl.where(wide, L, tl.minimum(n1_id + K1, L))
     b_start = tl.maximum(n0 // BLOCK_M * BLOCK_M, a_end)
     b_end = tl.maximum((main_end + BLOCK_M - 1) // BLOCK_M * BLOCK_M, b_start)
     tail_start = L
@@ -224,7 +235,7 @@ def _key_block_row_tiles(
     if HISTORY_MODE:
         cand = n0 < NN
     else:
-        cand = (n0 < NN) & (n1 - 1 >= NN - K1)
+        cand = (n0 < NN) & (n1_id - 1 >= NN - K1)
     tail_start = tl.where(cand, tl.minimum(tail_start, NN), tail_start)
     c_start = tl.maximum(tail_start // BLOCK_M * BLOCK_M, b_end)
     u_lo = tl.maximum(
@@ -344,6 +355,7 @@ def _sla_fwd_kernel(
     HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
+    CTX_IN_WINDOW: tl.constexpr,
     PRECISION: tl.constexpr,
     FAST_MATH: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -359,7 +371,7 @@ def _sla_fwd_kernel(
     if m0 >= L:
         return
     s0, c0, s1, c1, s2, c2, s3, n_masked, cu, u_lo, n_unmasked = _row_block_key_tiles(
-        m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
+        m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, CTX_IN_WINDOW, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -505,6 +517,7 @@ def _sla_bwd_dkdv_kernel(
     HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
+    CTX_IN_WINDOW: tl.constexpr,
     PRECISION: tl.constexpr,
     FAST_MATH: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -521,7 +534,7 @@ def _sla_bwd_dkdv_kernel(
     if n0 >= L:
         return
     c0, s1, c1, s2, c2, s3, n_masked, u_lo, u_hi = _key_block_row_tiles(
-        n0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
+        n0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, CTX_IN_WINDOW, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -658,6 +671,7 @@ def _sla_bwd_dq_kernel(
     HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr,
     HISTORY_MODE: tl.constexpr,
+    CTX_IN_WINDOW: tl.constexpr,
     PRECISION: tl.constexpr,
     FAST_MATH: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -672,7 +686,7 @@ def _sla_bwd_dq_kernel(
     if m0 >= L:
         return
     s0, c0, s1, c1, s2, c2, s3, n_masked, cu, u_lo, n_unmasked = _row_block_key_tiles(
-        m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, BLOCK_M, BLOCK_N
+        m0, L, NN, K1, PREFIX, CTX, TAIL, HAS_TAIL, HISTORY_MODE, CTX_IN_WINDOW, BLOCK_M, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -839,6 +853,8 @@ def _common_args(
         "HAS_CTX": spec.contextual_seq_len > 0,
         "HAS_TAIL": spec.full_attn_tail > 0,
         "HISTORY_MODE": spec.target_mode == "history",
+        # GR's contextual convention: contextual keys are reached through the window.
+        "CTX_IN_WINDOW": spec.contextual_seq_len > 0 and not spec.contextual_in_prefix,
         # fp32 inputs: exact fp32 products (no TF32) so the kernel matches the reference.
         "PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
         # tanh.approx (PTX) for 16-bit inputs on NVIDIA: its ~2^-11 error is below bf16's.

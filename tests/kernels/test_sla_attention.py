@@ -90,6 +90,7 @@ def _cases(draw):
         contextual_seq_len=draw(st.sampled_from([0, 0, 1, 4])),
         target_mode=draw(st.sampled_from(["window", "history"])),
         full_attn_tail=draw(st.sampled_from([0, 0, 2, 9])),
+        contextual_in_prefix=draw(st.booleans()),
     )
     num_targets = None
     if draw(st.booleans()):
@@ -118,6 +119,13 @@ def test_triton_matches_reference(case):
         ([50, 9], SLAMaskSpec(k1=5, k2=3, contextual_seq_len=6), [12, 9]),  # all candidates
         # More targets than history: ids collapse (max_id < 0 once contextual is counted).
         ([20], SLAMaskSpec(k1=2, contextual_seq_len=8, target_mode="history"), [17]),
+        # Candidates overlap the contextual tokens (num_targets > L - c): every row still sees
+        # itself (GR's pytorch_hstu_mha gives 1.2471 for this one-token case; we gave 0).
+        ([1], SLAMaskSpec(contextual_seq_len=1), [1]),
+        ([5, 3], SLAMaskSpec(k1=1, contextual_seq_len=4), [3, 3]),
+        # GR's contextual convention: contextual keys reached through the window only.
+        ([64, 40], SLAMaskSpec(k1=8, contextual_seq_len=6, contextual_in_prefix=False), [4, 0]),
+        ([70], SLAMaskSpec(k1=3, k2=20, contextual_seq_len=5, contextual_in_prefix=False), [2]),
         ([48], SLAMaskSpec(k1=3, k2=2, full_attn_tail=6, target_mode="window"), [10]),
     ],
 )
@@ -167,7 +175,7 @@ def test_fake_impl_opcheck():
     nt = torch.tensor([1, 0, 2], device=DEVICE)
     for t in (q, k, v):
         t.requires_grad_(True)
-    args = (q, k, v, offsets, nt, 8, 0.5, 2, 1, 1, "window", 0, "pytorch")
+    args = (q, k, v, offsets, nt, 8, 0.5, 2, 1, 1, "window", 0, True, "pytorch")
     torch.library.opcheck(torch.ops.ultra_hstu.sla_attention_fwd.default, args)
 
 

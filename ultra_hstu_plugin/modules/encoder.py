@@ -36,6 +36,7 @@ def ultra_layers(
             is_inference=is_inference,
             fp8=enc.fp8,
             fp8_gemm_variant=enc.fp8_gemm_variant,
+            contextual_in_prefix=enc.contextual_in_prefix,
         )
         for _ in range(n)
     ]

@@ -32,6 +32,9 @@ class UltraHSTUEncoderConfig:
     full_attn_tail: rows this close to the candidates see everything causal (0 = off).
     fp8: run the uvqk and output projections as FP8 rowwise GEMMs (residual fused as the
         2D bias); falls back to the input dtype, with one notice, where there is no FP8.
+    contextual_in_prefix: True (ours): contextual tokens are part of the SLA global prefix,
+        every row sees them; False: GR's convention, they are seen from inside the window
+        only (so ``k1 = max_attn_len, k2 = 0`` gives GR's local mask with contextual tokens).
     fp8_gemm_variant: which FP8 GEMM kernel: 'auto' = the benchmark-made table for the
         shape and device; 'pointer' or 'tma' to pin one.
     num_full_layers: N1; None = GR's ``hstu_attn_num_layers`` (resolved by the model, so
@@ -52,6 +55,7 @@ class UltraHSTUEncoderConfig:
     recompute_y: bool = True
     fp8: bool = False  # FP8 rowwise GEMMs for the uvqk/output projections (sm89+ GPUs)
     fp8_gemm_variant: str = "auto"
+    contextual_in_prefix: bool = True
 
     def with_default_depth(self, num_layers: int) -> UltraHSTUEncoderConfig:
         """This config with ``num_full_layers=None`` resolved to ``num_layers`` (GR's depth)."""
@@ -99,6 +103,11 @@ class UltraHSTUEncoderConfig:
             raise ValueError(
                 f"ULTRA-HSTU encoder: fp8_gemm_variant must be one of {FP8_GEMM_VARIANTS}, "
                 f"got {self.fp8_gemm_variant!r}"
+            )
+        if not isinstance(self.contextual_in_prefix, bool):
+            raise ValueError(
+                "ULTRA-HSTU encoder: contextual_in_prefix must be a bool, got "
+                f"{self.contextual_in_prefix!r}"
             )
         if self.target_mode not in TARGET_MODES:
             raise ValueError(

@@ -80,7 +80,9 @@ class UltraHSTULayer(STULayer):
     """One ULTRA-HSTU block: LayerNorm -> uvqk -> SLA attention -> gated output.
 
     ``config`` is GR's ``STULayerConfig`` (dims, dropout, recompute flags, contextual
-    length); ``k1``, ``k2``, ``target_mode`` and ``full_attn_tail`` set the SLA mask.
+    length); ``k1``, ``k2``, ``target_mode``, ``full_attn_tail`` and
+    ``contextual_in_prefix`` (False: GR's convention, contextual tokens inside the window)
+    set the SLA mask.
     ``config.max_attn_len`` must be unset or equal ``k1``: one window, one source.
 
     Recomputation: GR's flags keep their meaning.  ``recompute_normed_x`` or
@@ -107,6 +109,7 @@ class UltraHSTULayer(STULayer):
         is_inference: bool = False,
         fp8: bool = False,
         fp8_gemm_variant: str = "auto",
+        contextual_in_prefix: bool = True,
     ) -> None:
         if not config.causal:
             raise ValueError("UltraHSTULayer supports causal attention only (config.causal=False)")
@@ -127,6 +130,7 @@ class UltraHSTULayer(STULayer):
             contextual_seq_len=config.contextual_seq_len,
             target_mode=target_mode,
             full_attn_tail=full_attn_tail,
+            contextual_in_prefix=contextual_in_prefix,
         )
         self._max_attn_len = k1
         self._debug_checks = False
