@@ -45,6 +45,9 @@ class RunSettings:
     mode: str = "train-eval"  # "train", "eval" (needs load_checkpoint) or "train-eval"
     device: str = "cpu"  # "cpu" (gloo) or "cuda" (NCCL, one GPU a process)
     nproc: int = 1  # local processes; under torchrun the world size comes from torchrun
+    # Check every batch's jagged structure and ids on the CPU before it reaches the device
+    # (train/batch_checks.py); off only to save its cost on trusted data.
+    check_batches: bool = True
 
     def dataset_spec(self) -> Any:
         """The registry's spec for ``dataset``: the one place the name is looked up."""

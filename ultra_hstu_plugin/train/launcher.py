@@ -43,6 +43,7 @@ from ultra_hstu_plugin.host import (
 )
 from ultra_hstu_plugin.model import dense_parameter_count, make_ultra_model
 from ultra_hstu_plugin.registry import discover
+from ultra_hstu_plugin.train.batch_checks import BatchLimits, CheckedLoader
 from ultra_hstu_plugin.train.dataloaders import make_dataloaders
 from ultra_hstu_plugin.train.distributed import (
     cleanup,
@@ -104,7 +105,7 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
     ctx = init_distributed(settings.device, rank, world_size, port)
     try:
         _seed_everything(settings.seed)
-        model, hstu_config, _ = make_ultra_model(settings=settings)
+        model, hstu_config, tables = make_ultra_model(settings=settings)
         model.set_hammer_kernel(_hammer_kernel(settings.hammer_kernel, ctx.device))
         if ctx.device.type == "cpu":
             # GR's autocast targets CUDA; on CPU keep float32 end to end.
@@ -116,6 +117,11 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
         train_dl, eval_dl = make_dataloaders(
             hstu_config=hstu_config, settings=settings, rank=ctx.rank
         )
+        if settings.check_batches:
+            # On the CPU, before GR's loop moves a batch: the kernels do not check on GPUs.
+            limits = BatchLimits.from_config(hstu_config, tables)
+            train_dl = CheckedLoader(train_dl, limits, "train")
+            eval_dl = CheckedLoader(eval_dl, limits, "eval")
         out = Path(settings.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLogger(
