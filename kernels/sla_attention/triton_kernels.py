@@ -257,11 +257,16 @@ def _key_block_row_tiles(
 
 
 @triton.jit
-def _sequence(seq_offsets, num_targets, off_b, HAS_TARGETS: tl.constexpr):
-    """(start, length, NN) of a sequence; NN is clamped to [0, L] so that bad targets
-    can give wrong numbers but never out-of-bounds tiles."""
+def _sequence(seq_offsets, num_targets, off_b, TOTAL, MAX_LEN, HAS_TARGETS: tl.constexpr):
+    """(start, length, NN) of a sequence.  Offsets are clamped to ``[0, TOTAL]`` and the
+    length to ``MAX_LEN``, NN to ``[0, L]``: malformed offsets or targets (decreasing,
+    negative, past the end) give wrong numbers but never a read or write outside the
+    tensors (the launcher checks batches on the CPU; kernels cannot afford to)."""
     seq_start = tl.load(seq_offsets + off_b).to(tl.int64)
-    L = (tl.load(seq_offsets + off_b + 1).to(tl.int64) - seq_start).to(tl.int32)
+    seq_end = tl.load(seq_offsets + off_b + 1).to(tl.int64)
+    seq_start = tl.minimum(tl.maximum(seq_start, 0), TOTAL)
+    seq_end = tl.minimum(tl.maximum(seq_end, seq_start), TOTAL)
+    L = tl.minimum(seq_end - seq_start, MAX_LEN).to(tl.int32)
     if HAS_TARGETS:
         NN = L - tl.load(num_targets + off_b).to(tl.int32)
         NN = tl.minimum(tl.maximum(NN, 0), L)
@@ -347,6 +352,8 @@ def _sla_fwd_kernel(
     PREFIX,
     CTX,
     TAIL,
+    TOTAL,  # rows of q/k/v: offsets are clamped to it
+    MAX_LEN,  # max_seq_len: sequence lengths are clamped to it
     AUTOTUNE_N,  # bucketed max_seq_len: only an autotuning key
     AUTOTUNE_W,  # bucketed window k1 (0 = full causal): only an autotuning key
     D: tl.constexpr,
@@ -366,7 +373,7 @@ def _sla_fwd_kernel(
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     off_b = off_bh // H
     off_h = off_bh % H
-    seq_start, L, NN = _sequence(seq_offsets, num_targets, off_b, HAS_TARGETS)
+    seq_start, L, NN = _sequence(seq_offsets, num_targets, off_b, TOTAL, MAX_LEN, HAS_TARGETS)
     m0 = pid_m * BLOCK_M
     if m0 >= L:
         return
@@ -509,6 +516,8 @@ def _sla_bwd_dkdv_kernel(
     PREFIX,
     CTX,
     TAIL,
+    TOTAL,  # rows of q/k/v: offsets are clamped to it
+    MAX_LEN,  # max_seq_len: sequence lengths are clamped to it
     AUTOTUNE_N,
     AUTOTUNE_W,
     D: tl.constexpr,
@@ -529,7 +538,7 @@ def _sla_bwd_dkdv_kernel(
     pid_n = tl.program_id(1)
     off_b = off_bh // H
     off_h = off_bh % H
-    seq_start, L, NN = _sequence(seq_offsets, num_targets, off_b, HAS_TARGETS)
+    seq_start, L, NN = _sequence(seq_offsets, num_targets, off_b, TOTAL, MAX_LEN, HAS_TARGETS)
     n0 = pid_n * BLOCK_N
     if n0 >= L:
         return
@@ -663,6 +672,8 @@ def _sla_bwd_dq_kernel(
     PREFIX,
     CTX,
     TAIL,
+    TOTAL,  # rows of q/k/v: offsets are clamped to it
+    MAX_LEN,  # max_seq_len: sequence lengths are clamped to it
     AUTOTUNE_N,
     AUTOTUNE_W,
     D: tl.constexpr,
@@ -681,7 +692,7 @@ def _sla_bwd_dq_kernel(
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     off_b = off_bh // H
     off_h = off_bh % H
-    seq_start, L, NN = _sequence(seq_offsets, num_targets, off_b, HAS_TARGETS)
+    seq_start, L, NN = _sequence(seq_offsets, num_targets, off_b, TOTAL, MAX_LEN, HAS_TARGETS)
     m0 = pid_m * BLOCK_M
     if m0 >= L:
         return
@@ -843,6 +854,8 @@ def _common_args(
         spec.prefix_len,
         spec.contextual_seq_len,
         spec.full_attn_tail,
+        q.shape[0],
+        max_seq_len,
         _bucket(max_seq_len),
         _bucket(spec.k1) if 0 < spec.k1 < max_seq_len else 0,
     ]

@@ -252,3 +252,27 @@ def test_cpu_without_interpreter_is_refused(monkeypatch):
     monkeypatch.setattr(ops, "triton_interpreting", lambda: False)
     with pytest.raises(ValueError, match="backend='pytorch'.*TRITON_INTERPRET=1"):
         sla_attention(**_good())
+
+
+def test_malformed_offsets_never_read_outside_the_tensors():
+    """The kernels clamp offsets to [0, total] and lengths to max_seq_len: a batch whose
+    offsets run past the end or go negative is computed as if cut at the tensors' edges, and
+    one whose offsets decrease gives wrong (finite) numbers, never an access outside
+    q/k/v/out (such batches are rejected on the CPU before the device, see
+    train/batch_checks.py; on the GPU compute-sanitizer checks these calls)."""
+    q, k, v, dout, _ = _batch([12], 1, 16, 16, seed=3)
+    spec = SLAMaskSpec(k1=3, k2=2)
+    # past the end (40 > 12 rows) then negative: as if the offsets were [0, 9, 9, 12, 12]
+    past = torch.tensor([0, 9, 9, 40, -5], device=DEVICE)
+    out = kernels.sla_attention_triton_fwd(q, k, v, past, 16, 0.4, spec, out=_nan_like(q))
+    dq, dk, dv = kernels.sla_attention_triton_bwd(dout, q, k, v, past, 16, 0.4, spec)
+    cut = torch.tensor([0, 9, 9, 12, 12], device=DEVICE)
+    want, want_grads = _reference_with_grads(q, k, v, dout, cut, 16, 0.4, spec, None)
+    assert _rel_err(out, want) < TOL
+    for got, ref in zip((dq, dk, dv), want_grads):
+        assert _rel_err(got, ref) < TOL
+    # decreasing offsets: sequences overlap, the numbers are wrong but finite
+    down = torch.tensor([0, 9, 4, 12], device=DEVICE)
+    out = kernels.sla_attention_triton_fwd(q, k, v, down, 16, 0.4, spec)
+    grads = kernels.sla_attention_triton_bwd(dout, q, k, v, down, 16, 0.4, spec)
+    assert all(torch.isfinite(t).all() for t in (out, *grads))
