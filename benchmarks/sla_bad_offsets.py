@@ -5,7 +5,8 @@
 
 Offsets past the end, negative, decreasing; num_targets above the lengths and negative.  The
 kernels clamp what they read (``_sequence`` in kernels/sla_attention/triton_kernels.py), so
-memcheck must report no error.  Fixed tile configs: autotuning under the sanitizer is slow.
+memcheck must report no error (set PYTORCH_NO_CUDA_MEMORY_CACHING=1, or the caching
+allocator's pool hides out-of-tensor accesses).  Fixed tile configs: autotuning under the sanitizer is slow.
 """
 
 import torch

@@ -62,7 +62,9 @@ def test_decreasing_offsets_name_the_position(ml100k):
     a, b4 = int(offsets[3]), int(offsets[4])
     offsets[3], offsets[4] = b4 + 1, a  # the offsets now decrease at position 4
     b.uih_features_kjt = _replace(b.uih_features_kjt, None, offsets=offsets)
-    with pytest.raises(BatchCheckError, match="train batch 5, history features: offsets decrease at position 4"):
+    with pytest.raises(
+        BatchCheckError, match="train batch 5, history features: offsets decrease at position 4"
+    ):
         check_batch(b, BatchLimits.from_config(cfg, tables), "train batch 5")
 
 

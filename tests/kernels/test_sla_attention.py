@@ -259,7 +259,8 @@ def test_malformed_offsets_never_read_outside_the_tensors():
     offsets run past the end or go negative is computed as if cut at the tensors' edges, and
     one whose offsets decrease gives wrong (finite) numbers, never an access outside
     q/k/v/out (such batches are rejected on the CPU before the device, see
-    train/batch_checks.py; on the GPU compute-sanitizer checks these calls)."""
+    train/batch_checks.py; on the GPU compute-sanitizer checks these calls:
+    benchmarks/sla_bad_offsets.py, benchmarks/results/sanitizer_h200.txt)."""
     q, k, v, dout, _ = _batch([12], 1, 16, 16, seed=3)
     spec = SLAMaskSpec(k1=3, k2=2)
     # past the end (40 > 12 rows) then negative: as if the offsets were [0, 9, 9, 12, 12]
