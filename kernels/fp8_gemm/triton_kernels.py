@@ -5,7 +5,7 @@
 accumulated in fp32.  ``w`` is ``[N, K]`` (nn.Linear layout): a ``[BLOCK_N, BLOCK_K]`` tile of it,
 transposed, is K-major, which is the operand layout Hopper's fp8 wgmma wants.
 
-Callers validate inputs (see ``fp8_gemm.py``); these launchers assume contiguous tensors,
+Callers validate inputs (see ``op.py``); these launchers assume contiguous tensors,
 ``K % 16 == 0`` and scales of the right shape.
 
 Interpreter (``TRITON_INTERPRET=1``, CPU): the kernels run unchanged; the triton 3.9 interpreter

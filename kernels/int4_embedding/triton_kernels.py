@@ -10,9 +10,9 @@ into element order, and writes ``[BLOCK_N, dim]`` in the output dtype.
 
 Out-of-range ids: the kernel masks every load of a row whose id is outside ``[0, rows)``, so
 it never reads outside the table, and writes NaN for that row.  The public API
-(``int4_embedding.py``) raises for such ids before launch where checking is cheap.
+(``op.py``) raises for such ids before launch where checking is cheap.
 
-Callers validate inputs (see ``int4_embedding.py``): the launcher assumes a contiguous uint8
+Callers validate inputs (see ``op.py``): the launcher assumes a contiguous uint8
 table with ``row_bytes >= dim / 2 + 4``, ``dim % 4 == 0`` and 1-D integer ids.
 
 Interpreter (``TRITON_INTERPRET=1``, CPU): the triton 3.9 interpreter's fp32 -> bf16 cast
