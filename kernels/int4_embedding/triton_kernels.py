@@ -2,7 +2,7 @@
 """Triton kernel: gather rows of an INT4 rowwise table (fbgemm's fused row format) and
 dequantise them, ``out[i] = bias[ids[i]] + scale[ids[i]] * codes[ids[i]]``.
 
-Row layout and arithmetic are those of ``int4_embedding_reference.py``.  One program decodes
+Row layout and arithmetic are those of ``reference.py``.  One program decodes
 ``BLOCK_N`` ids: it loads each row's packed codes as ``dim / 2`` contiguous bytes (one
 vectorised load a row where the row start is 16-byte aligned, which triton infers from
 ``row_bytes`` when it is a multiple of 16), splits the nibbles and interleaves them back
