@@ -162,6 +162,7 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             "world_size": ctx.world_size,
             "device": str(ctx.device.type),
             "dense_parameters": n_dense,
+            "output_dir": str(out),
         }
         start = time.time()
         if training:
