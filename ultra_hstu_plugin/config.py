@@ -48,6 +48,9 @@ class RunSettings:
     # Check every batch's jagged structure and ids on the CPU before it reaches the device
     # (train/batch_checks.py); off only to save its cost on trusted data.
     check_batches: bool = True
+    # Loss and every metric go to TensorBoard and curves.jsonl every this many steps (train
+    # and eval); GR's own loop logs only when batch_idx % metric_log_frequency != 0.
+    log_every_steps: int = 10
 
     def dataset_spec(self) -> Any:
         """The registry's spec for ``dataset``: the one place the name is looked up."""
@@ -67,6 +70,28 @@ class RunSettings:
             raise ValueError(f"--nproc must be >= 1, got {self.nproc}")
         if self.batch_size <= 0:
             raise ValueError(f"RunSettings.batch_size must be positive, got {self.batch_size}")
+        if (
+            isinstance(self.log_every_steps, bool)
+            or not isinstance(self.log_every_steps, int)
+            or self.log_every_steps < 1
+        ):
+            raise ValueError(
+                f"RunSettings.log_every_steps must be an integer >= 1, got {self.log_every_steps!r}"
+            )
+
+
+def metrics_file_name(mode: str) -> str:
+    """The summary file a run of ``mode`` writes in ``RunSettings.output_dir``.
+
+    An eval-only run usually evaluates another run's checkpoint, often into the same
+    folder; its own name keeps the training run's ``metrics.json`` intact.
+    """
+    return "eval_metrics.json" if mode == "eval" else "metrics.json"
+
+
+def curves_file_name(mode: str) -> str:
+    """The per-logged-step JSONL file (``ultra-hstu plot`` reads it); see metrics_file_name."""
+    return "eval_curves.jsonl" if mode == "eval" else "curves.jsonl"
 
 
 # RunSettings field -> the CLI flag that is its shorthand.
@@ -212,7 +237,9 @@ __all__ = [
     "add_gin_search_paths",
     "bound_parameters",
     "clear",
+    "curves_file_name",
     "ensure_loaded",
     "load",
+    "metrics_file_name",
     "run_settings",
 ]

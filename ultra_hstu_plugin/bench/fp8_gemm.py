@@ -450,8 +450,11 @@ def measured_variant_table(rows: list[dict], meta: dict) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """This benchmark's options (``ultra-hstu bench fp8_gemm --help``)."""
+    p = argparse.ArgumentParser(
+        prog="ultra-hstu bench fp8_gemm", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", type=Path, required=True, help="directory for fp8_gemm.jsonl/json/md")
     p.add_argument("--sweep", action="store_true", help="also time each tile config alone")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warm-up (ms)")
@@ -466,7 +469,11 @@ def main(argv: list[str] | None = None) -> None:
         help="also time the layer's output-projection shapes, so that fp8_gemm_variant_table.json "
         "covers every GEMM of the layer benchmark",
     )
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = build_parser().parse_args(argv)
     shapes = SHAPES + (LAYER_SHAPES if a.variant_table else [])
     if a.shapes:
         shapes = [tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]

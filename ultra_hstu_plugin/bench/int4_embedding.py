@@ -471,9 +471,11 @@ def _gpu_markdown(meta: Dict[str, Any], rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """This benchmark's options (``ultra-hstu bench int4_embedding --help``)."""
+    p = argparse.ArgumentParser(
+        prog="ultra-hstu bench int4_embedding", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", type=Path, required=True, help="directory for embedding.json/md")
     p.add_argument("--quick", action="store_true", help="small tables (smoke run)")
     p.add_argument("--reps", type=int, default=200, help="timed lookups per variant")
@@ -485,7 +487,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     p.add_argument("--gpu-warmup", type=int, default=25, help="do_bench warm-up (ms), GPU section")
     p.add_argument("--gpu-rep", type=int, default=100, help="do_bench repetition (ms), GPU section")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(argv)
     if not a.gpu_only:
         try:
             import ultra_hstu_plugin.host.torchrec  # noqa: F401 - torchrec and fbgemm_gpu

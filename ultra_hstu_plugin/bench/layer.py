@@ -25,18 +25,25 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This benchmark's options (``ultra-hstu bench layer --help``)."""
     parser = argparse.ArgumentParser(prog="ultra-hstu bench layer", description=__doc__)
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--out", default="benchmarks/results", help="directory for layer<tag>.jsonl/json/md"
+    )
     parser.add_argument("--gr-path", default=None, help="GR checkout root (if not installed)")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=16, help="sequences per batch")
+    parser.add_argument("--seq-len", type=int, default=4096, help="tokens per sequence")
     parser.add_argument("--dim", type=int, default=512, help="embedding dim D")
     parser.add_argument("--heads", type=int, default=4, help="heads (head dims stay 128)")
     parser.add_argument("--tag", default="", help="suffix of the output files (layer<tag>.*)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--profile", action="store_true", help="print each variant's top kernels")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.gr_path:
         sys.path.insert(0, os.path.abspath(args.gr_path))
     # before GR's layer code is imported (host.stubs imports nothing of GR)

@@ -515,22 +515,33 @@ def _tuned_configs() -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This benchmark's options (``ultra-hstu bench sla_attention --help``)."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ultra-hstu bench sla_attention",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--out", required=True, type=Path, help="directory for sla_attention.jsonl/json/md"
+    )
     p.add_argument(
         "--gr-path", default=None, help="directory holding GR's generative_recommenders/"
     )
-    p.add_argument("--lengths", default="16384,8192,4096")
-    p.add_argument("--total-tokens", type=int, default=65536)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--lengths", default="16384,8192,4096", help="sequence lengths L, comma list")
+    p.add_argument(
+        "--total-tokens", type=int, default=65536, help="B * L: batch size is this over L"
+    )
+    p.add_argument("--heads", type=int, default=4, help="attention heads H")
+    p.add_argument("--dim", type=int, default=128, help="head dimension D")
     p.add_argument("--time-budget", type=float, default=0, help="seconds; 0 = no limit")
     p.add_argument("--skip", default="", help="comma list of impls to skip: gr_triton,flex,sdpa")
     p.add_argument("--smoke", action="store_true", help="toy sizes, to test the script")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     _ensure_kernels_importable()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -21,9 +21,14 @@ FORMAT_QUANTIZERS = {"int4": "int4_embeddings"}
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "quantize", help="quantize a trained model's embedding tables for inference (INT4)"
+        "quantize",
+        help="quantize a trained model's embedding tables for inference (INT4)",
+        description="Load a trained GR checkpoint, quantize its embedding tables and write "
+        "OUT/int4_model.pt + OUT/manifest.json (reload with load_quantized_model(OUT)).",
     )
-    p.add_argument("--gin", action="append", required=True, help="gin file (repeatable)")
+    p.add_argument(
+        "--gin", action="append", required=True, help="gin file of the trained run (repeatable)"
+    )
     p.add_argument(
         "--checkpoint", required=True, help="GR checkpoint dir (RUN_DIR/checkpoints/STEP)"
     )
@@ -33,7 +38,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="INT4 rowwise tables (fbgemm int-n-bit TBE, fp16 scale/bias per row)",
     )
     p.add_argument("--out", required=True, help="output folder for int4_model.pt + manifest")
-    p.add_argument("--gin-param", action="append", help="extra gin binding")
+    p.add_argument(
+        "--gin-param", action="append", help="extra gin binding (repeatable), as for train"
+    )
     return p
 
 

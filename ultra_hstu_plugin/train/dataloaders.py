@@ -6,7 +6,9 @@ recipe (GR's ``HammerToTorchDataset``, ``collate_fn`` and ``ChunkDistributedSamp
 first ``train_split_percentage`` of rows for training) with the dataset looked up in the
 registry.  ``sampler="interleaved"`` uses torch's ``DistributedSampler`` without shuffling,
 so N processes see exactly the global batches one process would (used by the
-multi-process agreement test).  Batches show a progress bar.
+multi-process agreement test).  The eval loader shows a progress bar per pass; the train
+loader draws none, since the launcher shows one bar for the whole run (all epochs), and
+``progress=False`` turns both off.
 """
 
 from __future__ import annotations
@@ -25,20 +27,26 @@ SAMPLERS = ("chunk", "interleaved")
 
 
 class ProgressDataLoader:
-    """A DataLoader that shows a progress bar; keeps ``sampler``/``batch_size`` for GR's loops."""
+    """A DataLoader that shows a progress bar; keeps ``sampler``/``batch_size`` for GR's loops.
 
-    def __init__(self, loader: DataLoader, desc: str, show: bool) -> None:
+    ``show``: a bar is wanted for this loader's batches (``progress`` and rank 0);
+    ``per_pass``: this loader draws it, one per pass over the data.
+    """
+
+    def __init__(self, loader: DataLoader, desc: str, show: bool, per_pass: bool = True) -> None:
         self.loader = loader
         self.sampler = loader.sampler
         self.batch_size = loader.batch_size
         self.desc = desc
         self.show = show
+        self.per_pass = per_pass
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
-        yield from tqdm(self.loader, desc=self.desc, disable=not self.show, leave=False)
+        show = self.show and self.per_pass
+        yield from tqdm(self.loader, desc=self.desc, disable=not show, leave=False)
 
 
 # ``settings`` is not bindable: dataset and batch size are RunSettings' bindings, once.
@@ -88,6 +96,9 @@ def make_dataloaders(
             raise ValueError(
                 f"{desc} split of {dataset!r} has {len(subset)} rows: too few for batch_size={batch_size}"
             )
-        return ProgressDataLoader(dl, desc=desc, show=progress and rank == 0)
+        # A train bar per epoch restarts each epoch; the launcher draws one for the run.
+        return ProgressDataLoader(
+            dl, desc=desc, show=progress and rank == 0, per_pass=desc != "train"
+        )
 
     return loader(splits[0], "train"), loader(splits[1], "eval")

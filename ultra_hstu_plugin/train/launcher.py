@@ -6,7 +6,10 @@ Per process: gin, parsed once (:mod:`ultra_hstu_plugin.config`) -> process group
 chosen encoder (:func:`make_ultra_model`) -> torchrec sharding (:mod:`.sharding`) -> GR's
 dataloader pieces (:mod:`.dataloaders`) -> GR's ``MetricsLogger`` -> GR's checkpoint
 load -> GR's ``train_loop`` and/or ``eval_loop`` -> GR's checkpoint save.  Rank 0 writes
-``metrics.json`` (the final eval metrics) to the run's output directory.
+``metrics.json`` (the final train and eval metrics; ``eval_metrics.json`` for an eval-only
+run, so that evaluating into a training run's folder keeps its summary) and
+``curves.jsonl`` (loss and metrics every ``RunSettings.log_every_steps`` steps, see
+:mod:`.curves`) to the run's output directory.
 
 Every setting comes from gin (``RunSettings``); ``--mode``/``--device``/``--nproc`` are
 shorthands that become ``RunSettings`` bindings.  The launching process parses once in
@@ -32,7 +35,13 @@ from torch import multiprocessing as mp
 
 import ultra_hstu_plugin.gin  # noqa: F401 - registers configurables
 from ultra_hstu_plugin import config
-from ultra_hstu_plugin.config import MODES, ConfigSource, RunSettings
+from ultra_hstu_plugin.config import (
+    MODES,
+    ConfigSource,
+    RunSettings,
+    curves_file_name,
+    metrics_file_name,
+)
 from ultra_hstu_plugin.host import (
     HammerKernel,
     MetricsLogger,
@@ -44,6 +53,11 @@ from ultra_hstu_plugin.host import (
 from ultra_hstu_plugin.model import dense_parameter_count, make_ultra_model
 from ultra_hstu_plugin.registry import discover
 from ultra_hstu_plugin.train.batch_checks import BatchLimits, CheckedLoader
+from ultra_hstu_plugin.train.curves import (
+    CurveMetricsLogger,
+    capturing_losses,
+    planned_train_steps,
+)
 from ultra_hstu_plugin.train.dataloaders import make_dataloaders
 from ultra_hstu_plugin.train.distributed import (
     cleanup,
@@ -124,13 +138,21 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             eval_dl = CheckedLoader(eval_dl, limits, "eval")
         out = Path(settings.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        metrics = MetricsLogger(
+        training = settings.mode in ("train", "train-eval")
+        # GR's SummaryWriter purges a run folder's earlier steps (purge_step=0); an eval-only
+        # run into a training run's folder gets its own, so the training curves stay.
+        tb_run = f"rank{ctx.rank}" if training else f"eval_rank{ctx.rank}"
+        metrics = CurveMetricsLogger(
             multitask_configs=hstu_config.multitask_configs,
             batch_size=settings.batch_size,
             window_size=1000,
             device=ctx.device,
             rank=ctx.rank,
-            tensorboard_log_path=str(out / "tensorboard" / f"rank{ctx.rank}"),
+            tensorboard_log_path=str(out / "tensorboard" / tb_run),
+            log_every_steps=settings.log_every_steps,
+            curves_path=out / curves_file_name(settings.mode) if ctx.rank == 0 else None,
+            # one bar for the whole run, where the loader's bar would restart each epoch
+            progress_total=_planned_train_steps(len(train_dl)) if training and train_dl.show else 0,
         )
         if settings.load_checkpoint:
             load_dmp_checkpoint(
@@ -146,22 +168,27 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             "world_size": ctx.world_size,
             "device": str(ctx.device.type),
             "dense_parameters": n_dense,
+            "output_dir": str(out),
         }
         start = time.time()
-        if settings.mode in ("train", "train-eval"):
-            train_loop(
-                rank=ctx.rank,
-                model=model,
-                dataloader=train_dl,
-                optimizer=optimizer,
-                metric_logger=metrics,
-                device=ctx.device,
-            )
+        if training:
+            with capturing_losses(model, metrics):
+                train_loop(
+                    rank=ctx.rank,
+                    model=model,
+                    dataloader=train_dl,
+                    optimizer=optimizer,
+                    metric_logger=metrics,
+                    device=ctx.device,
+                )
             summary["train_seconds"] = round(time.time() - start, 1)
+            # the last point of the curve, when the run did not end on a multiple of N
             summary["train"] = {
                 k: float(v) for k, v in metrics.compute_and_log(mode="train").items()
             }
             summary["train_steps"] = int(metrics.global_step["train"])
+            summary["train_loss"] = metrics.last_train_loss
+            metrics.close_progress()
             if settings.save_checkpoint:
                 save_dmp_checkpoint(
                     model=model,
@@ -182,11 +209,22 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
                 device=ctx.device,
             )
             summary["eval"] = _final_eval_metrics(metrics)
+        metrics.close()
         if ctx.rank == 0:
-            (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-            logger.info("wrote %s", out / "metrics.json")
+            path = out / metrics_file_name(settings.mode)
+            path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+            logger.info("wrote %s and %s", path, out / curves_file_name(settings.mode))
     finally:
         cleanup()
+
+
+def _planned_train_steps(batches_per_epoch: int) -> int:
+    """What GR's ``train_loop`` will run, from its gin bindings (``num_epochs`` is required)."""
+    return planned_train_steps(
+        batches_per_epoch,
+        num_epochs=int(_bound_value("train_loop.num_epochs", default=1)),
+        num_batches=_bound_value("train_loop.num_batches", default=None),
+    )
 
 
 def preflight(request: RunRequest) -> RunSettings:
@@ -246,5 +284,5 @@ def run(request: RunRequest) -> Optional[Dict[str, object]]:
             join=True,
             start_method="spawn",
         )
-    path = Path(settings.output_dir) / "metrics.json"
+    path = Path(settings.output_dir) / metrics_file_name(settings.mode)
     return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,188 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Training curves: loss and every metric every ``RunSettings.log_every_steps`` steps.
+
+GR's ``train_loop`` and ``eval_loop`` keep running unchanged; what they see is
+
+* :class:`CurveMetricsLogger`, a subclass of GR's ``MetricsLogger``.  The loops call its
+  ``update`` once per step; every N-th step it calls GR's own ``compute_and_log`` (so
+  TensorBoard gets the points under GR's tag names, ``train_metric/lifetime_ne/rating``,
+  ``losses/train_rating`` ...) and, on rank 0, appends the same numbers as one JSON line
+  to ``curves.jsonl`` (``eval_curves.jsonl`` for eval-only runs; ``ultra-hstu plot``
+  reads it).  It also draws the whole-run progress bar on rank 0.
+* :func:`capturing_losses`, which wraps the model's ``forward`` for the duration of
+  ``train_loop``.  GR's loop computes the loss from ``forward``'s ``aux_losses`` but never
+  hands it to the logger (it passes it only in the ``compute_and_log`` calls its
+  ``metric_log_frequency`` test skips), so the wrapper is where the loss is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Dict, Iterator, Optional
+
+import torch
+from tqdm import tqdm
+
+from ultra_hstu_plugin.host import MetricsLogger
+
+# Always steps/s: tqdm's default flips to s/step below one step a second (CPU runs).
+BAR_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+    "[{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
+)
+
+
+class CurveMetricsLogger(MetricsLogger):
+    """GR's ``MetricsLogger`` that also logs every ``log_every_steps`` steps.
+
+    ``curves_path`` is None on ranks other than 0 (they still compute, since computing
+    a metric synchronises it across ranks).  ``progress_total`` is the number of train
+    steps the run will do (0: no bar).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        log_every_steps: int = 10,
+        curves_path: Optional[Path] = None,
+        progress_total: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if log_every_steps < 1:
+            raise ValueError(f"log_every_steps must be >= 1, got {log_every_steps}")
+        self.log_every_steps = log_every_steps
+        self._curves: Optional[IO[str]] = open(curves_path, "w") if curves_path else None
+        self._start = time.time()
+        # Detached per-task losses summed since the last point: the curve shows their mean,
+        # and adding on device avoids a host sync every step.
+        self._loss_sum: Dict[str, torch.Tensor] = {}
+        self._loss_steps = 0
+        self._last_point: Dict[str, int] = {}
+        self.last_train_loss: Optional[float] = None
+        self._bar: Optional[tqdm] = None
+        if progress_total > 0:
+            self._bar = tqdm(total=progress_total, desc="train", unit="step", bar_format=BAR_FORMAT)
+
+    def add_losses(self, aux_losses: Dict[str, torch.Tensor]) -> None:
+        """Called by :func:`capturing_losses` with each training step's ``aux_losses``."""
+        for name, value in aux_losses.items():
+            value = value.detach().float()
+            self._loss_sum[name] = self._loss_sum[name] + value if name in self._loss_sum else value
+        self._loss_steps += 1
+
+    def update(
+        self,
+        predictions: torch.Tensor,
+        weights: torch.Tensor,
+        labels: torch.Tensor,
+        num_candidates: torch.Tensor,
+        mode: str = "train",
+    ) -> None:
+        super().update(
+            predictions=predictions,
+            weights=weights,
+            labels=labels,
+            num_candidates=num_candidates,
+            mode=mode,
+        )
+        if mode == "train" and self._bar is not None:
+            self._bar.update(1)
+        if self.global_step[mode] % self.log_every_steps == 0:
+            self.compute_and_log(mode=mode)
+
+    def compute_and_log(
+        self,
+        mode: str = "train",
+        additional_logs: Optional[Dict[str, Dict[str, torch.Tensor]]] = None,
+    ) -> Dict[str, float]:
+        step = self.global_step[mode]
+        if self._last_point.get(mode) == step:
+            # The run's final call lands on a step already logged: one point per step.
+            return self.compute(mode)
+        self._last_point[mode] = step
+        logs = dict(additional_logs or {})
+        losses: Dict[str, float] = {}
+        if mode == "train" and self._loss_steps:
+            mean = {k: v / self._loss_steps for k, v in self._loss_sum.items()}
+            mean["total"] = sum(mean.values())  # what GR's loop backpropagates
+            logs["losses"] = mean  # GR's tag for it: losses/train_<task>
+            losses = {k: float(v) for k, v in mean.items()}
+            self._loss_sum, self._loss_steps = {}, 0
+            self.last_train_loss = losses["total"]
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{losses['total']:.4f}", refresh=False)
+        computed = super().compute_and_log(mode=mode, additional_logs=logs or None)
+        if self._curves is not None:
+            row: Dict[str, Any] = {
+                "mode": mode,
+                "step": step,
+                "train_step": self.global_step["train"],
+                "seconds": round(time.time() - self._start, 3),
+            }
+            if losses:
+                row["loss"] = losses.pop("total")
+                row.update({f"loss/{k}": v for k, v in losses.items()})
+            row.update({k: float(v) for k, v in computed.items()})
+            self._curves.write(json.dumps(row) + "\n")
+            self._curves.flush()  # a cut-off run keeps the points it logged
+        return computed
+
+    def close_progress(self) -> None:
+        """End the run's progress bar (before the eval pass draws its own)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        """End the progress bar and the curves file (the TensorBoard writer is GR's)."""
+        self.close_progress()
+        if self._curves is not None:
+            self._curves.close()
+            self._curves = None
+        if self.tb_logger is not None:
+            self.tb_logger.flush()
+
+
+@contextmanager
+def capturing_losses(model: torch.nn.Module, metrics: CurveMetricsLogger) -> Iterator[None]:
+    """Hand each training ``forward``'s ``aux_losses`` to ``metrics`` while in this block.
+
+    An instance attribute shadows the class's ``forward`` because GR's loops call
+    ``model.forward(...)`` directly, which forward hooks (run by ``__call__``) would miss.
+    The model, its state dict and its checkpoints are untouched.
+    """
+    original = model.forward
+    shadowed = "forward" in vars(model)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if model.training:
+            metrics.add_losses(out[2])  # (.., .., aux_losses, preds, labels, weights)
+        return out
+
+    model.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if shadowed:
+            model.forward = original  # type: ignore[method-assign]
+        else:
+            del model.forward
+
+
+def planned_train_steps(
+    batches_per_epoch: int, num_epochs: int, num_batches: Optional[int], start: int = 0
+) -> int:
+    """The steps GR's ``train_loop`` will run: it stops after ``num_epochs`` epochs or at
+    batch index ``num_batches``, whichever comes first, counting from ``start``."""
+    total = batches_per_epoch * num_epochs
+    if num_batches is not None:
+        total = min(total, max(num_batches - start, 0))
+    return total
+
+
+__all__ = ["CurveMetricsLogger", "capturing_losses", "planned_train_steps"]
