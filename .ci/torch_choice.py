@@ -108,7 +108,7 @@ def decide(
         return f"skip {installed}", f"torch {installed} is already in the venv"
     if env.get(INDEX_ENV):
         # Asked for by name (a mirror, an air-gapped copy): no probe, no second guess.
-        return f"index {env[INDEX_ENV]}", f"${INDEX_ENV} is set"
+        return f"index {env[INDEX_ENV]}", f"${INDEX_ENV} is set: torch from {env[INDEX_ENV]}"
     index = PYTORCH_CPU_INDEX
     item, complaint = probe(pin)
     if item is None:
