@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from ultra_hstu_plugin import run_logging
 from ultra_hstu_plugin.quant import quantize_cli
 from ultra_hstu_plugin.registry import KINDS, UnknownComponentError
 
@@ -224,11 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # GR's MetricsLogger logs every metric computation at INFO; keep our console readable.
-    logging.getLogger("utils").setLevel(logging.WARNING)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    # Our progress on the console; torchrec/fbgemm/GR/torch records in the run's host.log
+    # (train) or, for the other commands, their warnings only.
+    run_logging.configure(collect_host=args.command == "train")
+    try:
+        return _main(parser, args, rest)
+    finally:
+        run_logging.reset()  # in-process callers (tests) call main again
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: List[str]) -> int:
+    # GR's MetricsLogger logs every metric computation at INFO; keep host.log readable.
+    logging.getLogger("utils").setLevel(logging.WARNING)
     if args.command == "bench":
         return _cmd_bench(args, rest)
     if rest:

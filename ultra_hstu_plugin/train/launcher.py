@@ -34,7 +34,7 @@ import torch
 from torch import multiprocessing as mp
 
 import ultra_hstu_plugin.gin  # noqa: F401 - registers configurables
-from ultra_hstu_plugin import config
+from ultra_hstu_plugin import config, run_logging
 from ultra_hstu_plugin.config import (
     MODES,
     ConfigSource,
@@ -69,6 +69,7 @@ from ultra_hstu_plugin.train.sharding import (
     deterministic_embedding_init,
     shard_model_and_make_optimizer,
 )
+from ultra_hstu_plugin.train.spawn import spawned_worker
 
 logger = logging.getLogger(__name__)
 __all__ = ["MODES", "RunRequest", "preflight", "run"]
@@ -116,6 +117,8 @@ def _final_eval_metrics(metrics: MetricsLogger) -> Dict[str, float]:
 def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None:
     # In the launching process this reuses preflight's parse; a spawned one parses here.
     settings = config.ensure_loaded(source)
+    # From here on torchrec's planner, fbgemm's TBE setup and GR's loops log to host.log.
+    run_logging.attach_host_log(settings.output_dir, rank)
     ctx = init_distributed(settings.device, rank, world_size, port)
     try:
         _seed_everything(settings.seed)
@@ -278,7 +281,7 @@ def run(request: RunRequest) -> Optional[Dict[str, object]]:
         _worker(0, 1, free_port(), source)
     else:
         mp.start_processes(
-            _worker,
+            spawned_worker,
             args=(settings.nproc, free_port(), source),
             nprocs=settings.nproc,
             join=True,
