@@ -138,6 +138,20 @@ def register_builtin_components(registry: Registry) -> None:
         origin,
     )
     r(
+        "sampler",
+        "lbsl",
+        "load-balanced stochastic length: trims each rank's batch toward a shared cost",
+        "ultra_hstu_plugin.sampling.lbsl:LBSLSampler",
+        origin,
+    )
+    r(
+        "sampler",
+        "sl",
+        "GR's stochastic length (apply_sampling semantics, seeded)",
+        "ultra_hstu_plugin.sampling.lbsl:stochastic_length",
+        origin,
+    )
+    r(
         "quantizer",
         "int4_embeddings",
         "INT4 rowwise embedding tables for inference (torchrec quant EC / fbgemm TBE)",
