@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ranks", type=int, nargs="+", default=[8, 64, 512], help="simulated rank counts"
     )
-    p.add_argument("--steps", type=int, default=40, help="simulated steps per rank count")
+    p.add_argument("--steps", type=int, default=200, help="simulated steps per rank count")
     p.add_argument("--batch", type=int, default=32, help="users per rank per step")
     p.add_argument("--alpha", type=float, default=1.6, help="stochastic length alpha, in (1, 2]")
     p.add_argument("--floor", type=int, default=32, help="LBSL never cuts a user below this")
