@@ -138,6 +138,11 @@ def _markdown(result: Dict[str, Any]) -> str:
     lines = [
         "# LBSL load-imbalance simulator",
         "",
+        f"device: {result['environment'].get('device')} (a simulation: costs from the model, "
+        "no kernel runs); commit: "
+        f"{result['environment'].get('git_commit')}; command: `ultra-hstu bench lbsl "
+        f"{' '.join(result['argv'])}`",
+        "",
         f"cost model: {result['cost_model']}; alpha={result['alpha']}, floor={result['floor']}, "
         f"batch={result['batch']}",
         "",
