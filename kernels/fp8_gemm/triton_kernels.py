@@ -530,9 +530,6 @@ def interpreter_needs_fp8_emulation() -> bool:
     return not torch.allclose(c, ref, rtol=1e-5, atol=1e-5)
 
 
-GEMM_VARIANTS = VARIANTS
-
-
 def fp8_addmm_triton(
     x_fp8: torch.Tensor,
     x_scale: torch.Tensor,
@@ -551,8 +548,8 @@ def fp8_addmm_triton(
     persistent TMA kernel of ``tma_kernels``, Hopper+) or ``"auto"``: the table of
     ``variants.py`` for this shape and device (the pointer kernel where TMA does not apply).
     """
-    if variant not in GEMM_VARIANTS:
-        raise ValueError(f"variant must be one of {GEMM_VARIANTS}, got {variant!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     M, K = x_fp8.shape
     N = w_fp8.shape[0]
     if out is None:
