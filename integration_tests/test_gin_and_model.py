@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import ultra_hstu_plugin.gin  # noqa: F401
-from ultra_hstu_plugin.host import L2STU, DlrmHSTU, STUStack, gr_checkout_root, stu_module_of
+from ultra_hstu_plugin.host import DlrmHSTU, STUStack, gr_checkout_root, stu_module_of
+from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.model import make_ultra_model
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
@@ -61,7 +62,7 @@ def test_smoke_gin_builds_ultra_hstu_inside_grs_model():
     assert len(layers) == enc + 1
     assert layers[0].sla.k1 == 64 and layers[0].sla.k2 == 16
     assert layers[0].sla.contextual_seq_len == 5  # user_id, sex, age_group, occupation, zip_code
-    assert any(isinstance(m, L2STU) for m in stack.modules())
+    assert any(isinstance(m, TruncatedSTU) for m in stack.modules())
     assert tables["movie_id"].num_embeddings >= 1683
 
 

@@ -31,7 +31,8 @@ import ultra_hstu_plugin.gin  # noqa: F401
 from ultra_hstu_plugin import config, host
 from ultra_hstu_plugin.config import ConfigSource, RunSettings
 from ultra_hstu_plugin.data.synthetic import SyntheticConfig
-from ultra_hstu_plugin.host import L2STU, STUStack, stu_module_of
+from ultra_hstu_plugin.host import STUStack, stu_module_of
+from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.model import make_ultra_model
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 from ultra_hstu_plugin.modules.mixture_of_transducers import MixtureOfTransducers, StreamConfig
@@ -108,8 +109,8 @@ class Built:
     def full_layers(self) -> List[UltraHSTULayer]:
         return [m for m in self.stack()._stu_layers if isinstance(m, UltraHSTULayer)]
 
-    def truncated(self) -> Optional[L2STU]:
-        l2 = [m for m in self.stack()._stu_layers if isinstance(m, L2STU)]
+    def truncated(self) -> Optional[TruncatedSTU]:
+        l2 = [m for m in self.stack()._stu_layers if isinstance(m, TruncatedSTU)]
         return l2[0] if l2 else None
 
     def upper_layers(self) -> List[UltraHSTULayer]:
@@ -255,7 +256,7 @@ def _enc_field(name: str) -> Check:
         elif name == "num_truncated_layers":
             assert len(b.upper_layers()) == v
         elif name == "truncated_seq_len":
-            assert b.truncated()._max_l2_len == v
+            assert b.truncated().truncated_seq_len == v
         elif name in ("k1", "k2"):
             layers = b.layers_using_k()
             assert layers and all(getattr(m.sla, name) == v for m in layers)

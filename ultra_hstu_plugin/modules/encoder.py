@@ -3,17 +3,19 @@
 
 ``num_full_layers`` (N1) layers see the whole sequence; the next ``num_truncated_layers``
 (N2) see only the contextual tokens + the last ``truncated_seq_len`` (L') history tokens +
-the candidates.  Truncation reuses GR's ``L2STU``, which splits those tokens off, runs the
-upper stack on them and stitches the untouched earlier tokens back, so GR's transducer
-and postprocessing see the layout they expect.
+the candidates.  Truncation (:class:`~ultra_hstu_plugin.modules.truncation.TruncatedSTU`)
+keeps GR's ``L2STU`` rule for which tokens those are, gathers them, runs the upper stack on
+them and writes the results back in place, so GR's transducer and postprocessing see the
+layout they expect.
 """
 
 from __future__ import annotations
 
 from typing import List, Optional
 
-from ultra_hstu_plugin.host import L2STU, STU, STULayerConfig, STUStack
+from ultra_hstu_plugin.host import STU, STULayerConfig, STUStack
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
+from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
 
@@ -67,9 +69,9 @@ def build_ultra_hstu_encoder(
             is_inference=is_inference,
         )
         stack.append(
-            L2STU(
+            TruncatedSTU(
                 stu=upper,
-                max_l2_len=enc.truncated_seq_len,
+                truncated_seq_len=enc.truncated_seq_len,
                 is_inference=is_inference,
                 contextual_seq_len=layer_config.contextual_seq_len,
             )
