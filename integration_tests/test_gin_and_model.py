@@ -9,8 +9,8 @@ import torch
 
 import ultra_hstu_plugin.gin  # noqa: F401
 from ultra_hstu_plugin.host import DlrmHSTU, STUStack, gr_checkout_root, stu_module_of
-from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.model import make_ultra_model
+from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 
 from .conftest import REPO

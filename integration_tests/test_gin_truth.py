@@ -32,10 +32,10 @@ from ultra_hstu_plugin import config, host
 from ultra_hstu_plugin.config import ConfigSource, RunSettings
 from ultra_hstu_plugin.data.synthetic import SyntheticConfig
 from ultra_hstu_plugin.host import STUStack, stu_module_of
-from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.model import make_ultra_model
 from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
 from ultra_hstu_plugin.modules.mixture_of_transducers import MixtureOfTransducers, StreamConfig
+from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 from ultra_hstu_plugin.train import dataloaders
 

@@ -59,9 +59,7 @@ def truncation_plan(
     rows and longest sequence, which size the gather and the upper layers' kernels.
     """
     lengths = x_lengths.to(torch.int64)
-    targets = (
-        torch.zeros_like(lengths) if num_targets is None else num_targets.to(torch.int64)
-    )
+    targets = torch.zeros_like(lengths) if num_targets is None else num_targets.to(torch.int64)
     # history tokens before the last L': dropped from the upper layers' view
     dropped = torch.clamp(lengths - truncated_seq_len - targets - contextual_seq_len, min=0)
     kept = lengths - dropped
