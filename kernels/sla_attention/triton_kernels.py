@@ -889,6 +889,16 @@ def _launch(tuned, raw, grid, args: list, flags: dict, config: Optional[dict]) -
         raw[grid](*args, **flags, **blocks, **extra)
 
 
+def _unit_stride(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the kernels read it: any row and head strides, unit stride within a head.
+
+    q, k and v arrive as column slices of the layer's fused uvqk projection; copying them
+    contiguous cost three extra passes over q/k/v per layer (~1 ms of an 18-layer
+    encoder's 5.5 ms inference forward on an H200, ``benchmarks/results/scaling*.md``).
+    """
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def sla_attention_triton_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -920,7 +930,7 @@ def sla_attention_triton_fwd(
             config,
         )
         return res.to(q.dtype) if out is None else out.copy_(res)
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
     total, H, _ = q.shape
     if out is None:
         out = torch.empty(total, H, v.shape[2], dtype=q.dtype, device=q.device)
@@ -961,7 +971,7 @@ def sla_attention_triton_bwd(
         if grads is None:
             return tuple(g.to(q.dtype) for g in res)
         return tuple(buf.copy_(g) for buf, g in zip(grads, res))
-    q, k, v, dout = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous()
+    q, k, v, dout = _unit_stride(q), _unit_stride(k), _unit_stride(v), _unit_stride(dout)
     if grads is None:
         grads = (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v))
     dq, dk, dv = grads

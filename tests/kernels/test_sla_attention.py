@@ -155,6 +155,32 @@ def test_public_op_autograd(backend):
         assert _rel_err(leaf.grad, g) < TOL
 
 
+def test_strided_qkv_from_a_fused_projection():
+    # The layer hands q, k, v over as column slices of one [N, H*(2D + Dv)] projection:
+    # the kernels read them in place (no copies), so every stride must be honoured.
+    lengths, spec, nt = [37, 5, 20], SLAMaskSpec(k1=6, k2=3, contextual_seq_len=2), [4, 1, 0]
+    nt = torch.tensor(nt, device=DEVICE)
+    H, D, Dv = 2, 16, 32
+    g = torch.Generator().manual_seed(11)
+    fused = torch.randn(sum(lengths), H * (2 * D + Dv), generator=g).to(DEVICE)
+    q, k, v = torch.split(fused, [H * D, H * D, H * Dv], dim=1)
+    q, k, v = q.view(-1, H, D), k.view(-1, H, D), v.view(-1, H, Dv)
+    assert not q.is_contiguous() and q.stride(-1) == 1
+    _, _, _, dout, offsets = _batch(lengths, H, D, Dv, seed=12)
+    want, (gq, gk, gv) = _reference_with_grads(q, k, v, dout, offsets, 40, 0.5, spec, nt)
+    config = {"BLOCK_M": 16, "BLOCK_N": 16}
+    out = kernels.sla_attention_triton_fwd(
+        q, k, v, offsets, 40, 0.5, spec, nt, config=config, out=_nan_like(want)
+    )
+    grads = kernels.sla_attention_triton_bwd(
+        dout, q, k, v, offsets, 40, 0.5, spec, nt, config=config,
+        grads=(_nan_like(gq), _nan_like(gk), _nan_like(gv)),
+    )  # fmt: skip
+    for got, ref in zip((out, *grads), (want, gq, gk, gv)):
+        assert not torch.isnan(got).any()
+        assert _rel_err(got, ref) < TOL
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_close_to_fp32_reference(dtype):
     q, k, v, dout, offsets = _batch([40, 24], 1, 32, 32, seed=5)
