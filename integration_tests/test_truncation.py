@@ -95,3 +95,29 @@ def test_empty_batch_and_bad_length():
     assert plan.total == 0 and plan.offsets.tolist() == [0]
     with pytest.raises(ValueError, match="truncated_seq_len"):
         TruncatedSTU(_upper(0, 0), truncated_seq_len=0, is_inference=False)
+
+
+@pytest.mark.parametrize("recompute_truncated", [False, True])
+def test_selective_recomputation_of_truncated_layers(recompute_truncated):
+    from ultra_hstu_plugin.modules.encoder import build_ultra_hstu_encoder
+    from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
+    from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
+
+    enc = UltraHSTUEncoderConfig(
+        num_full_layers=1,
+        num_truncated_layers=2,
+        truncated_seq_len=8,
+        k1=4,
+        recompute_truncated_layers=recompute_truncated,
+    )
+    cfg = STULayerConfig(embedding_dim=16, num_heads=2, hidden_dim=8, attention_dim=8)
+    stack = build_ultra_hstu_encoder(enc, cfg, is_inference=False, max_seq_len=32)
+    (trunc,) = [m for m in stack.modules() if isinstance(m, TruncatedSTU)]
+    upper = [m for m in trunc.modules() if isinstance(m, UltraHSTULayer)]
+    full = [m for m in stack._stu_layers if isinstance(m, UltraHSTULayer)]
+    assert len(upper) == 2 and len(full) == 1
+    assert full[0]._recompute_uvqk and full[0]._recompute_y  # GR's defaults, kept
+    for layer in upper:
+        assert layer._recompute_uvqk == recompute_truncated
+        assert layer._recompute_normed_x == recompute_truncated
+        assert layer._recompute_y == recompute_truncated

@@ -17,6 +17,8 @@ from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
         ({"num_truncated_layers": 1, "truncated_seq_len": 300}, 256, "truncated_seq_len=300"),
         ({"target_mode": "candidates"}, None, "target_mode"),
         ({"k2": 2.5}, None, "k2 must be a non-negative int, got 2.5"),
+        ({"recompute_truncated_layers": True}, None, "applies to the truncated layers only"),
+        ({"recompute_truncated_layers": 1}, None, "recompute_truncated_layers must be a bool"),
     ],
 )
 def test_bad_values_name_themselves(kwargs, max_seq_len, message):

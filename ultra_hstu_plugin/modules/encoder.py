@@ -11,6 +11,7 @@ layout they expect.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional
 
 from ultra_hstu_plugin.host import STU, STULayerConfig, STUStack
@@ -55,11 +56,16 @@ def build_ultra_hstu_encoder(
     full = ultra_layers(enc.num_full_layers, layer_config, enc.k1, enc.k2, enc, is_inference)
     stack: List[STU] = list(full)
     if enc.num_truncated_layers > 0:
+        upper_config = layer_config
+        if not enc.recompute_truncated_layers:  # selective recomputation: see the config
+            upper_config = dataclasses.replace(
+                layer_config, recompute_normed_x=False, recompute_uvqk=False, recompute_y=False
+            )
         upper = STUStack(
             stu_list=list(
                 ultra_layers(
                     enc.num_truncated_layers,
-                    layer_config,
+                    upper_config,
                     enc.upper_k1,
                     enc.upper_k2,
                     enc,

@@ -17,6 +17,7 @@ STREAM_IGNORED_FIELDS = {
     "num_full_layers": None,
     "upper_k1": 0,
     "upper_k2": 0,
+    "recompute_truncated_layers": False,
 }
 
 
@@ -39,6 +40,11 @@ class UltraHSTUEncoderConfig:
         shape and device; 'pointer' or 'tma' to pin one.
     num_full_layers: N1; None = GR's ``hstu_attn_num_layers`` (resolved by the model, so
         a config that sets only k1/k2 keeps GR's depth).
+    recompute_truncated_layers: selective recomputation.  False (default): the truncated
+        layers store their activations (they hold L'/L of a full layer's tokens) and only the
+        full layers follow the ``recompute_*`` flags; recomputing the short layers saved
+        little memory and cost their backward a second forward, host-bound on a GPU.  True:
+        every layer follows the ``recompute_*`` flags (GR's behaviour).
     """
 
     num_full_layers: Optional[int] = None
@@ -56,6 +62,7 @@ class UltraHSTUEncoderConfig:
     fp8: bool = False  # FP8 rowwise GEMMs for the uvqk/output projections (sm89+ GPUs)
     fp8_gemm_variant: str = "auto"
     contextual_in_prefix: bool = True
+    recompute_truncated_layers: bool = False
 
     def with_default_depth(self, num_layers: int) -> UltraHSTUEncoderConfig:
         """This config with ``num_full_layers=None`` resolved to ``num_layers`` (GR's depth)."""
@@ -104,6 +111,11 @@ class UltraHSTUEncoderConfig:
                 f"ULTRA-HSTU encoder: fp8_gemm_variant must be one of {FP8_GEMM_VARIANTS}, "
                 f"got {self.fp8_gemm_variant!r}"
             )
+        if not isinstance(self.recompute_truncated_layers, bool):
+            raise ValueError(
+                "ULTRA-HSTU encoder: recompute_truncated_layers must be a bool, got "
+                f"{self.recompute_truncated_layers!r}"
+            )
         if not isinstance(self.contextual_in_prefix, bool):
             raise ValueError(
                 "ULTRA-HSTU encoder: contextual_in_prefix must be a bool, got "
@@ -131,12 +143,17 @@ class UltraHSTUEncoderConfig:
                 "num_truncated_layers=0, so it would be ignored"
             )
         if self.num_truncated_layers == 0:
-            for name in ("upper_k1", "upper_k2"):
-                if getattr(self, name) != 0:
+            for name in ("upper_k1", "upper_k2", "recompute_truncated_layers"):
+                if getattr(self, name) != STREAM_IGNORED_FIELDS[name]:
                     raise ValueError(
                         f"ULTRA-HSTU encoder: {name}={getattr(self, name)} is set but "
-                        "num_truncated_layers=0, so it would be ignored (it is the truncated "
-                        "layers' window; k1/k2 are the full layers')"
+                        "num_truncated_layers=0, so it would be ignored ("
+                        + (
+                            "it is the truncated layers' window; k1/k2 are the full layers'"
+                            if name.startswith("upper_")
+                            else "it applies to the truncated layers only"
+                        )
+                        + ")"
                     )
         if max_seq_len is not None:
             for name in ("k1", "k2", "truncated_seq_len", "full_attn_tail"):
