@@ -5,6 +5,8 @@
   ``backend`` can run on a tensor's device, with one family of error messages.
 * :func:`triton_interpreting`: whether Triton kernels run in its CPU interpreter
   (``TRITON_INTERPRET=1``), asked of Triton itself, the same way for every op.
+* :func:`autotune`: ``triton.autotune`` with the chosen configs cached on disk, so a new
+  process at a shape seen before skips the benchmarking.
 * :func:`custom_op`: registers an implementation as ``ultra_hstu::NAME`` with its fake
   (meta) implementation and optional autograd, and returns the public caller, which skips
   the dispatcher in plain eager mode (see :func:`plain_eager`).
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -30,6 +33,19 @@ class BackendUnavailableError(RuntimeError, ValueError):
 
 
 _INTERPRETING: Optional[bool] = None
+
+
+def autotune(configs: list, key: list, **kwargs: Any) -> Callable[[Any], Any]:
+    """``triton.autotune`` that keeps its timings in Triton's cache directory
+    (``TRITON_CACHE_DIR``, default ``~/.triton/cache``) where this Triton can
+    (``cache_results``, Triton >= 3.3): the first call at a new shape benchmarks the
+    configs once per machine, not once per process.  GR's kernels do the same when
+    ``TRITON_CACHE_AUTOTUNING=1`` is set before they are imported (the CLI sets it)."""
+    import triton
+
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        kwargs.setdefault("cache_results", True)
+    return triton.autotune(configs=configs, key=key, **kwargs)
 
 
 def triton_interpreting() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -227,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # Triton autotuning results on disk for GR's kernels too (ours always cache, see
+    # kernels/ops.autotune): read when GR's modules are imported, so set before any is.
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # Our progress on the console; torchrec/fbgemm/GR/torch records in the run's host.log

@@ -30,7 +30,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ultra_hstu_plugin.kernels.fp8_gemm.triton_kernels import tile_coords
 from ultra_hstu_plugin.kernels.interpreter_casts import round_to_grid
-from ultra_hstu_plugin.kernels.ops import cuda_capability
+from ultra_hstu_plugin.kernels.ops import autotune, cuda_capability
 
 
 @triton.jit
@@ -184,7 +184,7 @@ _AUTOTUNED = None
 def autotuned_kernel():
     global _AUTOTUNED
     if _AUTOTUNED is None:
-        _AUTOTUNED = triton.autotune(
+        _AUTOTUNED = autotune(
             configs=TMA_CONFIGS, key=["M_BUCKET", "N", "K", "HAS_BIAS2D", "HAS_BIAS1D"]
         )(_fp8_addmm_tma_kernel)
     return _AUTOTUNED

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from ultra_hstu_plugin.kernels.fp8_gemm.variants import VARIANTS, choose_variant
 from ultra_hstu_plugin.kernels.interpreter_casts import casts_need_fixing, round_to_grid
-from ultra_hstu_plugin.kernels.ops import cuda_capability, triton_interpreting
+from ultra_hstu_plugin.kernels.ops import autotune, cuda_capability, triton_interpreting
 
 FP8_E4M3_MAX = 448.0
 # amax is clamped to at least this before dividing by 448: an all-zero row gets a tiny positive
@@ -503,7 +503,7 @@ def autotuned_kernel():
 
 
 def _make_autotuned(configs: list[triton.Config]):
-    return triton.autotune(
+    return autotune(
         configs=list(configs),
         key=["M_BUCKET", "N", "K", "HAS_BIAS2D", "HAS_BIAS1D"],
         prune_configs_by={"early_config_prune": _prune_configs},

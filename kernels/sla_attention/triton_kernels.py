@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ultra_hstu_plugin.kernels.ops import triton_interpreting
+from ultra_hstu_plugin.kernels.ops import autotune, triton_interpreting
 from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
@@ -804,7 +804,7 @@ def _prune(configs: list, named_args: dict, **kwargs) -> list:
 
 
 def _tuned(kernel, configs):
-    return triton.autotune(
+    return autotune(
         configs=configs, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune}
     )(kernel)
 
