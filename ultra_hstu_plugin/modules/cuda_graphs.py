@@ -114,13 +114,13 @@ class GraphedEncoder(torch.nn.Module):
         max_seq_len: int,
         num_targets: torch.Tensor,
     ) -> torch.Tensor:
-        if x.device.type != "cuda":
-            raise ValueError(f"GraphedEncoder needs CUDA tensors, got x on {x.device}")
         if self.encoder.training or torch.is_grad_enabled():
             raise RuntimeError(
                 "GraphedEncoder replays the inference forward only: call encoder.eval() and "
                 "run under torch.no_grad() (training runs the encoder eagerly)"
             )
+        if x.device.type != "cuda":
+            raise ValueError(f"GraphedEncoder needs CUDA tensors, got x on {x.device}")
         key = self.layout(x, x_lengths, max_seq_len, num_targets)
         entry = self._graphs.get(key)
         if entry is None:
