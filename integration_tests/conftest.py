@@ -14,6 +14,12 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:
+    # The lent GPU machine has GR but no torchrec: GR's layer code then needs the stand-in
+    # (a no-op where torchrec is installed).  Tests needing more of torchrec fail loudly.
+    from ultra_hstu_plugin.host.stubs import stub_torchrec_if_missing
+
+    stub_torchrec_if_missing()
 
 REPO = Path(__file__).resolve().parents[1]
 
