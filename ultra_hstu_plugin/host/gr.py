@@ -33,6 +33,7 @@ try:
         hstu_compute_uqvk,
     )
     from generative_recommenders.ops.layer_norm import layer_norm
+    from generative_recommenders.ops.mm import addmm as gr_addmm
     from generative_recommenders.ops.pytorch.pt_hstu_linear import pytorch_norm_mul_dropout
     from generative_recommenders.ops.triton.triton_hstu_linear import (
         triton_layer_norm_mul_dropout_bwd,
@@ -160,6 +161,7 @@ __all__ = [
     "STUStack",
     "action_encoder_of",
     "embedding_collection_of",
+    "gr_addmm",
     "gr_checkout_root",
     "hstu_compute_output",
     "hstu_compute_uqvk",

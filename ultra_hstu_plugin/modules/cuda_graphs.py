@@ -56,7 +56,7 @@ def _fixed_truncation_plans(
     its plan follows from the encoder's inputs.  Nested truncations are not supported."""
     modules: List[TruncatedSTU] = [m for m in encoder.modules() if isinstance(m, TruncatedSTU)]
     for m in modules:
-        if any(isinstance(inner, TruncatedSTU) for inner in m._stu.modules()):
+        if any(isinstance(inner, TruncatedSTU) for inner in m.upper.modules()):
             raise ValueError("GraphedEncoder: nested TruncatedSTU modules are not supported")
     originals = [m.forward for m in modules]
     plans: List[object] = []

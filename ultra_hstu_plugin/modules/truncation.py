@@ -94,7 +94,7 @@ class TruncatedSTU(STU):
         super().__init__(is_inference=is_inference)
         if truncated_seq_len <= 0:
             raise ValueError(f"truncated_seq_len must be > 0, got {truncated_seq_len}")
-        self._stu = stu
+        self.upper = stu  # the upper (truncated) stack
         self.truncated_seq_len = truncated_seq_len
         self.contextual_seq_len = contextual_seq_len
 
@@ -124,7 +124,7 @@ class TruncatedSTU(STU):
             raise NotImplementedError("TruncatedSTU does not support KV caching yet")
         if plan is None:
             plan = self.plan(x_lengths, x_offsets, num_targets)
-        kept = self._stu(
+        kept = self.upper(
             x=x.index_select(0, plan.rows),
             x_lengths=plan.lengths,
             x_offsets=plan.offsets,
