@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from ultra_hstu_plugin.host import HammerKernel, STULayerConfig, pytorch_norm_mul_dropout
-from ultra_hstu_plugin.kernels.fp8_gemm.autograd import NormMulDropoutKernels, fp8_output, fp8_uvqk
+from ultra_hstu_plugin.kernels.fp8_gemm.autograd import (
+    NormMulDropoutKernels,
+    fp8_output,
+    fp8_uvqk,
+    hstu_output,
+)
 from ultra_hstu_plugin.modules import ultra_stu
 from ultra_hstu_plugin.modules.ultra_stu import GR_NORM_MUL_DROPOUT, UltraHSTULayer, gr_layer_norm
 
@@ -283,3 +288,65 @@ def test_fp8_layer_train_step_close_to_bf16_on_gpu():
     grads = torch.autograd.grad(y, [x, ref._uvqk_weight, ref._output_weight], g)
     errors = [_rel_err(a, b) for a, b in zip(grads8, grads)]
     assert max(errors) < 8e-2, errors
+
+
+@needs_cuda
+@pytest.mark.parametrize("recompute_y", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout):
+    # hstu_output(gemm="cublas"): GR's HSTUComputeOutputFunction with the forward GEMM through
+    # torch.addmm: the same kernels, seed and backward; the forward within bf16 GEMM rounding.
+    from generative_recommenders.ops.triton.triton_hstu_linear import HSTUComputeOutputFunction
+
+    attn, u, x, nw, nb, w = _output_inputs(
+        M=300, H=128, D=256, dtype=torch.bfloat16, device="cuda", seed=2
+    )
+    out = hstu_output(
+        attn, u, x, nw, nb, w, 1e-6, dropout, True, recompute_y, GR_NORM_MUL_DROPOUT, seed=77
+    )
+    ref = HSTUComputeOutputFunction.apply(
+        attn, u, x, nw, nb, w, 1e-6, dropout, True, False, True, True, "none", False, 1, -1,
+        77, recompute_y,
+    )  # fmt: skip
+    assert _rel_err(out - x, ref - x) < 1e-2
+    dout = torch.randn_like(ref)
+    params = [attn, u, x, nw, nb, w]
+    grads = torch.autograd.grad(out, params, dout)
+    refs = torch.autograd.grad(ref, params, dout)
+    for name, a, r in zip(["attn", "u", "x", "norm_w", "norm_b", "w"], grads, refs):
+        assert torch.equal(a, r), (name, _rel_err(a, r))
+
+
+@needs_cuda
+@pytest.mark.parametrize("recompute", [False, True])
+def test_cublas_layer_matches_gr_stulayer_on_gpu(recompute):
+    # The whole layer, TRITON kernels, full causal (k1 = 0): our cuBLAS projections against
+    # GR's STULayer with its Triton addmm; bf16, so close rather than equal.
+    from ultra_hstu_plugin.host import HammerKernel, STULayer
+
+    cfg = STULayerConfig(
+        embedding_dim=128, num_heads=2, hidden_dim=64, attention_dim=64,
+        output_dropout_ratio=0.0, recompute_normed_x=recompute, recompute_uvqk=recompute,
+        recompute_y=recompute,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    gr = STULayer(cfg).cuda().to(torch.bfloat16)
+    ours = UltraHSTULayer(cfg, k1=0).cuda().to(torch.bfloat16)
+    ours.load_state_dict(gr.state_dict())
+    for m in (gr, ours):
+        m.set_hammer_kernel(HammerKernel.TRITON)
+    lengths = torch.tensor([200, 77, 130], device="cuda")
+    offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    nt = torch.tensor([5, 0, 9], device="cuda")
+    x = torch.randn(int(lengths.sum()), 128, device="cuda", dtype=torch.bfloat16)
+    dout = torch.randn_like(x)
+    outs, grads = [], []
+    for m in (gr, ours):
+        xi = x.clone().requires_grad_()
+        y = m(x=xi, x_lengths=lengths, x_offsets=offsets, max_seq_len=200, num_targets=nt)
+        y.backward(dout)
+        outs.append(y.detach())
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert _rel_err(outs[1] - x, outs[0] - x) < 2e-2
+    for a, b in zip(grads[1], grads[0]):
+        assert _rel_err(a, b) < 3e-2

@@ -7,7 +7,7 @@ tma_kernels.py     the persistent TMA GEMM (Hopper+, "tma")
 variants.py        which GEMM kernel a shape runs (a table, the same on every rank)
 op.py              custom ops ultra_hstu::fp8_addmm / quantize_rowwise /
                    layer_norm_quantize_rowwise and the public functions
-autograd.py        FP8 forward, bf16 backward: FP8LinearFunction, fp8_uvqk, fp8_output
+autograd.py        FP8 forward, bf16 backward: FP8LinearFunction, fp8_uvqk, fp8_output, hstu_output
 linear.py          FP8Linear, a drop-in nn.Linear
 """
 
@@ -16,6 +16,7 @@ from ultra_hstu_plugin.kernels.fp8_gemm.autograd import (
     NormMulDropoutKernels,
     fp8_output,
     fp8_uvqk,
+    hstu_output,
 )
 from ultra_hstu_plugin.kernels.fp8_gemm.linear import FP8Linear
 from ultra_hstu_plugin.kernels.fp8_gemm.op import (
@@ -43,6 +44,7 @@ __all__ = [
     "fp8_output",
     "fp8_supported",
     "fp8_uvqk",
+    "hstu_output",
     "layer_norm_quantize_rowwise",
     "quantize_rowwise",
     "quantize_weight",

@@ -13,7 +13,8 @@ in bf16 and read back; the GEMM is the FP8 rowwise kernel.
 
 ``fp8_output``: ``out = x + norm_mul_dropout(attn, u) @ W``, an HSTU output block: a fused
 LayerNorm-mul-dropout kernel produces ``y``, which is quantised and multiplied in FP8 with the
-residual ``x`` as the GEMM's 2D bias.
+residual ``x`` as the GEMM's 2D bias.  ``hstu_output`` is the same block with the GEMM chosen
+(``"cublas"``: ``torch.addmm`` in the inputs' dtype), so the bf16 layer shares this autograd.
 
 Both projections recompute what a bf16 path would, no more:
 
@@ -181,7 +182,15 @@ def fp8_uvqk(
     )
 
 
-class FP8ComputeOutputFunction(torch.autograd.Function):
+OUTPUT_GEMMS = ("fp8", "cublas")
+
+
+class ComputeOutputFunction(torch.autograd.Function):
+    """GR's ``HSTUComputeOutputFunction`` with the forward GEMM chosen: ``"fp8"`` (the rowwise
+    kernel) or ``"cublas"`` (``torch.addmm`` in the inputs' dtype: on H100/H200 it beats GR's
+    Triton addmm at every encoder shape measured, ``benchmarks/results/host_overhead_h200.md``,
+    and costs the host ~13 us a call against ~80 us)."""
+
     @staticmethod
     def forward(
         ctx,
@@ -199,6 +208,7 @@ class FP8ComputeOutputFunction(torch.autograd.Function):
         norm_kernels: NormMulDropoutKernels,
         backend: str,
         variant: str,
+        gemm: str,
     ) -> torch.Tensor:
         if dropout_ratio == 0.0:
             training = False
@@ -214,12 +224,17 @@ class FP8ComputeOutputFunction(torch.autograd.Function):
             concat_x=True,
             seed=seed,
         )
-        y_fp8, y_scale = quantize_rowwise(y, backend=backend)
-        w_fp8, w_scale, w_bf16 = quantize_weight_in_out(output_weight, backend=backend)
-        out = fp8_addmm(
-            y_fp8, y_scale, w_fp8, w_scale, x.contiguous(), None, backend=backend, variant=variant
-        )
-        saved = [attn, u, norm_weight, norm_bias, mean, rstd, w_bf16]
+        if gemm == "fp8":
+            y_fp8, y_scale = quantize_rowwise(y, backend=backend)
+            w_fp8, w_scale, w_mm = quantize_weight_in_out(output_weight, backend=backend)
+            out = fp8_addmm(
+                y_fp8, y_scale, w_fp8, w_scale, x.contiguous(), None, backend=backend,
+                variant=variant,
+            )  # fmt: skip
+        else:
+            w_mm = output_weight.to(y.dtype)
+            out = torch.addmm(x, y, w_mm)
+        saved = [attn, u, norm_weight, norm_bias, mean, rstd, w_mm]
         saved += [] if recompute_y else [y]
         saved += [] if random_mask is None else [random_mask]
         ctx.save_for_backward(*saved)
@@ -232,12 +247,12 @@ class FP8ComputeOutputFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout: torch.Tensor):
-        attn, u, norm_weight, norm_bias, mean, rstd, w_bf16 = ctx.saved_tensors[:7]
+        attn, u, norm_weight, norm_bias, mean, rstd, w_mm = ctx.saved_tensors[:7]
         extra = list(ctx.saved_tensors[7:])
         saved_y = None if ctx.recompute_y else extra.pop(0)
         random_mask = extra.pop(0) if ctx.has_random_mask else None
-        g = dout.to(torch.bfloat16)
-        dy = (g @ w_bf16.t()).to(attn.dtype)
+        g = dout.to(w_mm.dtype)  # bf16 backward (fp8 forward) / the inputs' dtype (cublas)
+        dy = (g @ w_mm.t()).to(attn.dtype)
         dattn, du, d_norm_weight, d_norm_bias, y = ctx.norm_backward(
             dy=dy,
             x=attn,
@@ -259,8 +274,8 @@ class FP8ComputeOutputFunction(torch.autograd.Function):
         )
         if not ctx.recompute_y:
             y = saved_y
-        d_output_weight = (y.to(torch.bfloat16).t() @ g).to(ctx.weight_dtype)
-        return (dattn, du, dout, d_norm_weight, d_norm_bias, d_output_weight) + (None,) * 8
+        d_output_weight = (y.to(w_mm.dtype).t() @ g).to(ctx.weight_dtype)
+        return (dattn, du, dout, d_norm_weight, d_norm_bias, d_output_weight) + (None,) * 9
 
 
 def fp8_output(
@@ -283,7 +298,34 @@ def fp8_output(
     with ``concat_u = concat_x = True`` and a LayerNorm, not a group norm), FP8 GEMM forward.
     ``norm_kernels`` produce ``y`` and its backward; ``seed`` fixes the dropout mask (tests),
     ``None`` draws one as GR does."""
-    return FP8ComputeOutputFunction.apply(
+    return hstu_output(
+        attn, u, x, norm_weight, norm_bias, output_weight, eps, dropout_ratio, training,
+        recompute_y, norm_kernels, seed, gemm="fp8", backend=backend, variant=variant,
+    )  # fmt: skip
+
+
+def hstu_output(
+    attn: torch.Tensor,
+    u: torch.Tensor,
+    x: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    output_weight: torch.Tensor,
+    eps: float,
+    dropout_ratio: float,
+    training: bool,
+    recompute_y: bool,
+    norm_kernels: NormMulDropoutKernels,
+    seed: Optional[int] = None,
+    gemm: str = "cublas",
+    backend: str = "triton",
+    variant: str = "auto",
+) -> torch.Tensor:
+    """The HSTU output block of :func:`fp8_output` with its forward GEMM chosen by ``gemm``
+    (one of :data:`OUTPUT_GEMMS`; ``backend``/``variant`` apply to ``"fp8"`` only)."""
+    if gemm not in OUTPUT_GEMMS:
+        raise ValueError(f"gemm must be one of {OUTPUT_GEMMS}, got {gemm!r}")
+    return ComputeOutputFunction.apply(
         attn,
         u,
         x,
@@ -298,4 +340,5 @@ def fp8_output(
         norm_kernels,
         backend,
         variant,
+        gemm,
     )

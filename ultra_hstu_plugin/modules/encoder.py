@@ -40,6 +40,7 @@ def ultra_layers(
             fp8=enc.fp8,
             fp8_gemm_variant=enc.fp8_gemm_variant,
             contextual_in_prefix=enc.contextual_in_prefix,
+            projection_gemm=enc.projection_gemm,
         )
         for _ in range(n)
     ]

@@ -40,6 +40,8 @@ class UltraHSTUEncoderConfig:
         shape and device; 'pointer' or 'tma' to pin one.
     num_full_layers: N1; None = GR's ``hstu_attn_num_layers`` (resolved by the model, so
         a config that sets only k1/k2 keeps GR's depth).
+    projection_gemm: the bf16 layers' uvqk/output GEMMs on TRITON: "cublas" (torch.addmm,
+        faster on H100/H200) or "gr_triton" (GR's Triton addmm, GR's kernels as they are).
     recompute_truncated_layers: selective recomputation.  False (default): the truncated
         layers store their activations (they hold L'/L of a full layer's tokens) and only the
         full layers follow the ``recompute_*`` flags; recomputing the short layers saved
@@ -63,6 +65,7 @@ class UltraHSTUEncoderConfig:
     fp8_gemm_variant: str = "auto"
     contextual_in_prefix: bool = True
     recompute_truncated_layers: bool = False
+    projection_gemm: str = "cublas"
 
     def with_default_depth(self, num_layers: int) -> UltraHSTUEncoderConfig:
         """This config with ``num_full_layers=None`` resolved to ``num_layers`` (GR's depth)."""
@@ -110,6 +113,11 @@ class UltraHSTUEncoderConfig:
             raise ValueError(
                 f"ULTRA-HSTU encoder: fp8_gemm_variant must be one of {FP8_GEMM_VARIANTS}, "
                 f"got {self.fp8_gemm_variant!r}"
+            )
+        if self.projection_gemm not in ("cublas", "gr_triton"):
+            raise ValueError(
+                "ULTRA-HSTU encoder: projection_gemm must be 'cublas' or 'gr_triton', got "
+                f"{self.projection_gemm!r}"
             )
         if not isinstance(self.recompute_truncated_layers, bool):
             raise ValueError(

@@ -38,12 +38,18 @@ from ultra_hstu_plugin.kernels.fp8_gemm import (
     fp8_output,
     fp8_supported,
     fp8_uvqk,
+    hstu_output,
 )
 from ultra_hstu_plugin.kernels.fp8_gemm.autograd import LayerNormFn
 from ultra_hstu_plugin.kernels.jagged import check_jagged_offsets
 from ultra_hstu_plugin.kernels.sla_attention import SLAMaskSpec, sla_attention
 
 logger = logging.getLogger(__name__)
+# The projections' GEMM on HammerKernel.TRITON: "cublas" (torch.addmm, as GR itself does on
+# AMD and Blackwell) or "gr_triton" (GR's Triton addmm).  On an H200, cuBLAS was faster at
+# every encoder shape (1.2x at 65536 x 512 x 2048, 2-5x at the truncated layers' few thousand
+# rows) and costs the host ~13 us a call against ~80 us (benchmarks/results/host_overhead*).
+PROJECTION_GEMMS = ("cublas", "gr_triton")
 _fp8_fallback_logged = False
 
 # GR's fused LayerNorm-mul-dropout pair, which the FP8 output block runs around its GEMM.
@@ -97,6 +103,10 @@ class UltraHSTULayer(STULayer):
     attention, the FP8 ops run on the backend the layer's ``HammerKernel`` selects
     (TRITON: the kernels; PYTORCH: their PyTorch references).  ``fp8_gemm_variant`` pins the
     Triton GEMM kernel (``"pointer"``/``"tma"``) or leaves it to the shape table (``"auto"``).
+    ``projection_gemm`` (bf16 path on TRITON): the uvqk and output GEMMs through cuBLAS
+    (``"cublas"``, with GR's Triton LayerNorm and LayerNorm-mul-dropout kernels around them)
+    or through GR's ``hstu_compute_uqvk`` / ``hstu_compute_output`` as they are
+    (``"gr_triton"``); see :data:`PROJECTION_GEMMS`.
     """
 
     def __init__(
@@ -110,6 +120,7 @@ class UltraHSTULayer(STULayer):
         fp8: bool = False,
         fp8_gemm_variant: str = "auto",
         contextual_in_prefix: bool = True,
+        projection_gemm: str = "cublas",
     ) -> None:
         if not config.causal:
             raise ValueError("UltraHSTULayer supports causal attention only (config.causal=False)")
@@ -122,7 +133,12 @@ class UltraHSTULayer(STULayer):
             raise ValueError(
                 f"fp8_gemm_variant must be one of {VARIANTS}, got {fp8_gemm_variant!r}"
             )
+        if projection_gemm not in PROJECTION_GEMMS:
+            raise ValueError(
+                f"projection_gemm must be one of {PROJECTION_GEMMS}, got {projection_gemm!r}"
+            )
         super().__init__(config=config, is_inference=is_inference)
+        self.projection_gemm = projection_gemm
         # Public: the mask travels from here to the kernel as it is.
         self.sla = SLAMaskSpec(
             k1=k1,
@@ -150,9 +166,30 @@ class UltraHSTULayer(STULayer):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
+    def _cublas_projections(self) -> bool:
+        return self.hammer_kernel() == HammerKernel.TRITON and self.projection_gemm == "cublas"
+
     def _uvqk(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._cublas_projections():
+            # hstu_compute_uqvk's steps, with the GEMM through cuBLAS
+            normed = layer_norm(
+                x,
+                weight=self._input_norm_weight.to(x.dtype),
+                bias=self._input_norm_bias.to(x.dtype),
+                eps=1e-6,
+                kernel=HammerKernel.TRITON,
+            )
+            uvqk = torch.addmm(self._uvqk_beta.to(x.dtype), normed, self._uvqk_weight.to(x.dtype))
+            h, a, n = self._hidden_dim, self._attention_dim, self._num_heads
+            u, v, q, k = torch.split(uvqk, [h * n, h * n, a * n, a * n], dim=1)
+            return (
+                torch.nn.functional.silu(u),
+                q.view(-1, n, a),
+                k.view(-1, n, a),
+                v.view(-1, n, h),
+            )
         return hstu_compute_uqvk(
             x=x,
             norm_weight=self._input_norm_weight.to(x.dtype),
@@ -255,6 +292,22 @@ class UltraHSTULayer(STULayer):
         return out.to(x.dtype)
 
     def _output(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self._cublas_projections() and not self._use_group_norm:
+            # GR's HSTUComputeOutputFunction step for step, the forward GEMM through cuBLAS
+            return hstu_output(
+                attn,
+                u,
+                x,
+                self._output_norm_weight.to(x.dtype),
+                self._output_norm_bias.to(x.dtype),
+                self._output_weight.to(x.dtype),
+                eps=1e-6,
+                dropout_ratio=self._output_dropout_ratio,
+                training=self.training,
+                recompute_y=self._recompute_y,
+                norm_kernels=GR_NORM_MUL_DROPOUT,
+                gemm="cublas",
+            )
         return hstu_compute_output(
             attn=attn,
             u=u,
