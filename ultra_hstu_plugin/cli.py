@@ -24,6 +24,7 @@ BENCHMARKS = {
     "fp8_gemm": "ultra_hstu_plugin.bench.fp8_gemm",
     "layer": "ultra_hstu_plugin.bench.layer",
     "lbsl": "ultra_hstu_plugin.bench.lbsl",
+    "scaling": "ultra_hstu_plugin.bench.scaling",
 }
 # One line each for `ultra-hstu bench --help`, written here so that the help imports none
 # of the benchmarks (they import torch and triton).
@@ -32,6 +33,7 @@ BENCHMARK_HELP = {
     "int4_embedding": "embedding table bytes and lookup latency, fp16 vs INT4 (CPU; GPU: --gpu-only)",
     "lbsl": "load imbalance over ranks: no sampling vs stochastic length vs LBSL (CPU simulator)",
     "layer": "one ULTRA-HSTU layer's train step, bf16 vs fp8 (GPU)",
+    "scaling": "whole encoders over L: GR's HSTU stack vs ULTRA-HSTU stacks, train + inference (GPU)",
     "sla_attention": "SLA attention vs GR's Triton HSTU attention, FlexAttention, SDPA (GPU)",
 }
 

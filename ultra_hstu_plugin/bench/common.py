@@ -1,15 +1,17 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
-"""What every benchmark shares: the commit and machine it measured and a row writer that keeps
-rows a cut-off run has already measured.  Standard library at import (torch and triton are
+"""What every benchmark shares: the commit and machine it measured, a row writer that keeps
+rows a cut-off run has already measured, and ``ultra_hstu_plugin.kernels`` from a bare copy.  Standard library at import (torch and triton are
 imported where used): benchmarks run on GPU machines that have torch and triton but not the
 rest of our dependencies."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -43,6 +45,23 @@ def environment() -> dict:
         "python": platform.python_version(),
         "git_commit": git_commit(),
     }
+
+
+def ensure_kernels_importable() -> None:
+    """``ultra_hstu_plugin.kernels`` maps to ``kernels/`` only in an installed checkout;
+    from a bare copy of the repository, load it from the path."""
+    try:
+        import ultra_hstu_plugin.kernels  # noqa: F401
+    except ImportError:
+        root = Path(__file__).resolve().parents[2] / "kernels"
+        spec = importlib.util.spec_from_file_location(
+            "ultra_hstu_plugin.kernels",
+            root / "__init__.py",
+            submodule_search_locations=[str(root)],
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["ultra_hstu_plugin.kernels"] = module
+        spec.loader.exec_module(module)
 
 
 class RowWriter:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import math
 import sys
@@ -35,7 +34,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ultra_hstu_plugin.bench.common import RowWriter, environment
+from ultra_hstu_plugin.bench.common import RowWriter, ensure_kernels_importable, environment
+from ultra_hstu_plugin.bench.encoder_flops import count_pairs
 
 MASKS = [(1024, 0), (1024, 128), (0, 0)]
 FLOP_CONVENTION = (
@@ -58,23 +58,6 @@ TARGETS = {
 # --------------------------------------------------------------------------------------
 
 
-def _ensure_kernels_importable() -> None:
-    """``ultra_hstu_plugin.kernels`` maps to ``kernels/`` only in an installed checkout;
-    from a bare copy of the repository, load it from the path."""
-    try:
-        import ultra_hstu_plugin.kernels  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parents[2] / "kernels"
-        spec = importlib.util.spec_from_file_location(
-            "ultra_hstu_plugin.kernels",
-            root / "__init__.py",
-            submodule_search_locations=[str(root)],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["ultra_hstu_plugin.kernels"] = module
-        spec.loader.exec_module(module)
-
-
 def _meta(args: argparse.Namespace) -> dict:
     return {
         **environment(),
@@ -90,27 +73,8 @@ def _meta(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------------------
-# Masks, pairs, timing
+# Timing helpers (pair counts: bench.encoder_flops.count_pairs, shared with bench scaling)
 # --------------------------------------------------------------------------------------
-
-
-def count_pairs(L: int, k1: int, k2: int, causal_prefix: bool = True) -> int:
-    """Visible (row, key) pairs of one length-L sequence: ``prefix(k2) | window(k1) & causal``.
-
-    ``causal_prefix``: our SLA prefix is causal; FlexAttention's ``prefix(K2)`` of the issue
-    is not (rows before K2 also see later prefix keys).
-    """
-    r = torch.arange(L, dtype=torch.int64)
-    if k1 == 0:
-        per_row = r + 1
-    else:
-        window = torch.clamp(r, max=k1) + 1  # the diagonal and up to k1 earlier keys
-        below_window = torch.clamp(r - k1, min=0)  # keys before the window
-        per_row = window + torch.clamp(below_window, max=k2)
-    total = int(per_row.sum())
-    if not causal_prefix and k1 > 0 and k2 > 0:
-        total += sum(max(0, min(k2, L) - (i + 1)) for i in range(min(k2, L)))
-    return total
 
 
 def _time_ms(fn: Callable[[], object]) -> float:
@@ -543,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    _ensure_kernels_importable()
+    ensure_kernels_importable()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.smoke:
         args.lengths, args.total_tokens, args.dim = "64", 128, 32
