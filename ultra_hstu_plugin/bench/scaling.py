@@ -571,7 +571,7 @@ def run_grid(args: argparse.Namespace, argv: List[str], device: str, notes: List
                 "triton.testing.do_bench median (warmup >= "
                 f"{args.warmup_ms:g} ms, rep >= {args.rep_ms:g} ms and >= 5 calls)"
                 if device == "cuda"
-                else f"median of {args.cpu_reps} perf_counter calls"
+                else f"median of {args.cpu_reps} perf_counter-timed call(s)"
             ),
             "shapes": {
                 "lengths": args.lengths,
@@ -803,19 +803,31 @@ def markdown(rows: list, table: list, checks: list, target_length: int, plots: s
             f"{m['torch']}, triton {m['triton']}; commit {m['git_commit']}; "
             f"command `{m['command']}`"
         )
-    for m in metas[-1:]:
-        s = m["shapes"]
+    if len(metas) > 1:
         lines += [
             "",
-            f"Shapes: {s['tokens']} tokens per batch (B = tokens / L; single user: B = 1), "
-            f"every sequence L long with {s['num_targets']} candidates; D={s['dim']}, "
-            f"{s['heads']} heads, head dims {s['head_dim']}, dropout {s['dropout']}; SLA "
-            f"k1={s['k1']}, k2={s['k2']}; L' = {s['lprime']}. Timing: {m['timing']}.",
-            "",
-            "Configs:",
-            "",
-            *[f"- `{name}`: {desc}" for name, desc in m["configs"].items()],
+            "Rows merged from these runs: each (config, L, batch kind) shows the run that "
+            "measured most of it (the later on ties); `run_id` in the json names it.",
         ]
+    shape_lines: Dict[str, List[str]] = {}  # one line per distinct shape, with its runs
+    configs: Dict[str, str] = {}
+    for m in metas:
+        s = {k: v for k, v in m["shapes"].items() if k not in ("lengths", "lprime")}
+        line = (
+            f"{s['tokens']} tokens per batch (B = tokens / L; single user: B = 1), every "
+            f"sequence L long with {s['num_targets']} candidates; D={s['dim']}, {s['heads']} "
+            f"heads, head dims {s['head_dim']}, dropout {s['dropout']}; SLA k1={s['k1']}, "
+            f"k2={s['k2']}. Timing: {m['timing']}."
+        )
+        shape_lines.setdefault(line, []).append(m["run_id"])
+        lprime = m["shapes"].get("lprime", {})
+        for name, desc in m["configs"].items():
+            scaled = name in lprime and name in CONFIGS and lprime[name] != CONFIGS[name].lprime
+            configs.setdefault(name, desc + (f" (L' = {lprime[name]} here)" if scaled else ""))
+    for line, runs in shape_lines.items():
+        where = "" if len(shape_lines) == 1 else " (" + ", ".join(f"`{r}`" for r in runs) + ")"
+        lines += ["", f"Shapes{where}: {line}"]
+    lines += ["", "Configs:", "", *[f"- `{name}`: {desc}" for name, desc in configs.items()]]
     lines += [
         "",
         "Train step = forward + backward of a random output gradient (train mode); inference "
