@@ -944,13 +944,20 @@ def markdown(rows: list, table: list, checks: list, target_length: int, plots: s
     return "\n".join(lines) + "\n"
 
 
-def plot(table: list, out_dir: Path, stem: str) -> List[str]:
+def _pyplot() -> Any:
+    """matplotlib's pyplot (headless), or None where matplotlib does not import."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def plot(table: list, out_dir: Path, stem: str, plt: Any) -> List[str]:
     """``<stem>_time.png`` and ``<stem>_flops.png`` (log-log, one line per config)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = sorted({r["config"] for r in table}, key=_config_order)
     written = []
     panels = [
@@ -995,12 +1002,11 @@ def render(rows: list, out_dir: Path, stem: str, target_length: int) -> str:
     """Write ``<stem>.json``, ``<stem>.md`` and the plots from ``rows``; returns the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table, checks = analyse(rows, target_length)
-    try:
-        plots = ", ".join(plot(table, out_dir, stem)) if table else "none (no rows)"
-    except ModuleNotFoundError as e:
-        if e.name != "matplotlib":
-            raise
+    plt = _pyplot()
+    if plt is None:
         plots = "not written: matplotlib is not importable here"
+    else:
+        plots = ", ".join(plot(table, out_dir, stem, plt)) if table else "none (no rows)"
     md = markdown(rows, table, checks, target_length, plots)
     result = {
         "meta": [r for r in rows if r.get("kind") == "meta"],
