@@ -571,7 +571,7 @@ def run_grid(args: argparse.Namespace, argv: List[str], device: str, notes: List
                 "triton.testing.do_bench median (warmup >= "
                 f"{args.warmup_ms:g} ms, rep >= {args.rep_ms:g} ms and >= 5 calls)"
                 if device == "cuda"
-                else f"median of {args.cpu_reps} perf_counter calls"
+                else f"median of {args.cpu_reps} perf_counter-timed call(s)"
             ),
             "shapes": {
                 "lengths": args.lengths,
@@ -803,19 +803,31 @@ def markdown(rows: list, table: list, checks: list, target_length: int, plots: s
             f"{m['torch']}, triton {m['triton']}; commit {m['git_commit']}; "
             f"command `{m['command']}`"
         )
-    for m in metas[-1:]:
-        s = m["shapes"]
+    if len(metas) > 1:
         lines += [
             "",
-            f"Shapes: {s['tokens']} tokens per batch (B = tokens / L; single user: B = 1), "
-            f"every sequence L long with {s['num_targets']} candidates; D={s['dim']}, "
-            f"{s['heads']} heads, head dims {s['head_dim']}, dropout {s['dropout']}; SLA "
-            f"k1={s['k1']}, k2={s['k2']}; L' = {s['lprime']}. Timing: {m['timing']}.",
-            "",
-            "Configs:",
-            "",
-            *[f"- `{name}`: {desc}" for name, desc in m["configs"].items()],
+            "Rows merged from these runs: each (config, L, batch kind) shows the run that "
+            "measured most of it (the later on ties); `run_id` in the json names it.",
         ]
+    shape_lines: Dict[str, List[str]] = {}  # one line per distinct shape, with its runs
+    configs: Dict[str, str] = {}
+    for m in metas:
+        s = {k: v for k, v in m["shapes"].items() if k not in ("lengths", "lprime")}
+        line = (
+            f"{s['tokens']} tokens per batch (B = tokens / L; single user: B = 1), every "
+            f"sequence L long with {s['num_targets']} candidates; D={s['dim']}, {s['heads']} "
+            f"heads, head dims {s['head_dim']}, dropout {s['dropout']}; SLA k1={s['k1']}, "
+            f"k2={s['k2']}. Timing: {m['timing']}."
+        )
+        shape_lines.setdefault(line, []).append(m["run_id"])
+        lprime = m["shapes"].get("lprime", {})
+        for name, desc in m["configs"].items():
+            scaled = name in lprime and name in CONFIGS and lprime[name] != CONFIGS[name].lprime
+            configs.setdefault(name, desc + (f" (L' = {lprime[name]} here)" if scaled else ""))
+    for line, runs in shape_lines.items():
+        where = "" if len(shape_lines) == 1 else " (" + ", ".join(f"`{r}`" for r in runs) + ")"
+        lines += ["", f"Shapes{where}: {line}"]
+    lines += ["", "Configs:", "", *[f"- `{name}`: {desc}" for name, desc in configs.items()]]
     lines += [
         "",
         "Train step = forward + backward of a random output gradient (train mode); inference "
@@ -932,13 +944,20 @@ def markdown(rows: list, table: list, checks: list, target_length: int, plots: s
     return "\n".join(lines) + "\n"
 
 
-def plot(table: list, out_dir: Path, stem: str) -> List[str]:
+def _pyplot() -> Any:
+    """matplotlib's pyplot (headless), or None where matplotlib does not import."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def plot(table: list, out_dir: Path, stem: str, plt: Any) -> List[str]:
     """``<stem>_time.png`` and ``<stem>_flops.png`` (log-log, one line per config)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = sorted({r["config"] for r in table}, key=_config_order)
     written = []
     panels = [
@@ -983,12 +1002,11 @@ def render(rows: list, out_dir: Path, stem: str, target_length: int) -> str:
     """Write ``<stem>.json``, ``<stem>.md`` and the plots from ``rows``; returns the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table, checks = analyse(rows, target_length)
-    try:
-        plots = ", ".join(plot(table, out_dir, stem)) if table else "none (no rows)"
-    except ModuleNotFoundError as e:
-        if e.name != "matplotlib":
-            raise
+    plt = _pyplot()
+    if plt is None:
         plots = "not written: matplotlib is not importable here"
+    else:
+        plots = ", ".join(plot(table, out_dir, stem, plt)) if table else "none (no rows)"
     md = markdown(rows, table, checks, target_length, plots)
     result = {
         "meta": [r for r in rows if r.get("kind") == "meta"],
