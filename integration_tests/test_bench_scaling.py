@@ -186,5 +186,7 @@ def test_bad_options_are_usage_errors(tmp_path):
 
 
 def test_make_step_is_the_one_executor_seam():
-    with pytest.raises(ValueError, match="unknown executor 'graphs'"):
+    with pytest.raises(ValueError, match="unknown executor 'compiled'"):
+        scaling.make_step(torch.nn.Identity(), None, "train", executor="compiled")
+    with pytest.raises(ValueError, match="inference forward only"):
         scaling.make_step(torch.nn.Identity(), None, "train", executor="graphs")
