@@ -293,7 +293,8 @@ def test_fp8_layer_train_step_close_to_bf16_on_gpu():
 @needs_cuda
 @pytest.mark.parametrize("recompute_y", [False, True])
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout):
+@pytest.mark.parametrize("silu_u", [False, True])
+def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout, silu_u):
     # hstu_output(gemm="cublas"): GR's HSTUComputeOutputFunction with the forward GEMM through
     # torch.addmm: the same kernels, seed and backward; the forward within bf16 GEMM rounding.
     from generative_recommenders.ops.triton.triton_hstu_linear import HSTUComputeOutputFunction
@@ -302,10 +303,11 @@ def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout):
         M=300, H=128, D=256, dtype=torch.bfloat16, device="cuda", seed=2
     )
     out = hstu_output(
-        attn, u, x, nw, nb, w, 1e-6, dropout, True, recompute_y, GR_NORM_MUL_DROPOUT, seed=77
-    )
+        attn, u, x, nw, nb, w, 1e-6, dropout, True, recompute_y, GR_NORM_MUL_DROPOUT, seed=77,
+        silu_u=silu_u,
+    )  # fmt: skip
     ref = HSTUComputeOutputFunction.apply(
-        attn, u, x, nw, nb, w, 1e-6, dropout, True, False, True, True, "none", False, 1, -1,
+        attn, u, x, nw, nb, w, 1e-6, dropout, True, silu_u, True, True, "none", False, 1, -1,
         77, recompute_y,
     )  # fmt: skip
     assert _rel_err(out - x, ref - x) < 1e-2

@@ -209,6 +209,7 @@ class ComputeOutputFunction(torch.autograd.Function):
         backend: str,
         variant: str,
         gemm: str,
+        silu_u: bool,
     ) -> torch.Tensor:
         if dropout_ratio == 0.0:
             training = False
@@ -220,6 +221,7 @@ class ComputeOutputFunction(torch.autograd.Function):
             eps=eps,
             dropout_ratio=dropout_ratio,
             training=training,
+            silu_u=silu_u,
             concat_u=True,
             concat_x=True,
             seed=seed,
@@ -242,6 +244,7 @@ class ComputeOutputFunction(torch.autograd.Function):
         ctx.block_d, ctx.num_warps, ctx.seed = block_d, num_warps, seed
         ctx.eps, ctx.dropout_ratio, ctx.training = eps, dropout_ratio, training
         ctx.weight_dtype = output_weight.dtype
+        ctx.silu_u = silu_u
         ctx.norm_backward = norm_kernels.backward
         return out.to(x.dtype)
 
@@ -267,6 +270,7 @@ class ComputeOutputFunction(torch.autograd.Function):
             training=ctx.training,
             dropout_ratio=ctx.dropout_ratio,
             seed=ctx.seed,
+            silu_u=ctx.silu_u,
             concat_u=True,
             concat_x=True,
             compute_y=ctx.recompute_y,
@@ -275,7 +279,7 @@ class ComputeOutputFunction(torch.autograd.Function):
         if not ctx.recompute_y:
             y = saved_y
         d_output_weight = (y.to(w_mm.dtype).t() @ g).to(ctx.weight_dtype)
-        return (dattn, du, dout, d_norm_weight, d_norm_bias, d_output_weight) + (None,) * 9
+        return (dattn, du, dout, d_norm_weight, d_norm_bias, d_output_weight) + (None,) * 10
 
 
 def fp8_output(
@@ -320,9 +324,12 @@ def hstu_output(
     gemm: str = "cublas",
     backend: str = "triton",
     variant: str = "auto",
+    silu_u: bool = False,
 ) -> torch.Tensor:
     """The HSTU output block of :func:`fp8_output` with its forward GEMM chosen by ``gemm``
-    (one of :data:`OUTPUT_GEMMS`; ``backend``/``variant`` apply to ``"fp8"`` only)."""
+    (one of :data:`OUTPUT_GEMMS`; ``backend``/``variant`` apply to ``"fp8"`` only).
+    ``silu_u``: ``u`` arrives before its SiLU, which the norm kernels apply (forward and
+    backward) instead of a kernel of its own."""
     if gemm not in OUTPUT_GEMMS:
         raise ValueError(f"gemm must be one of {OUTPUT_GEMMS}, got {gemm!r}")
     return ComputeOutputFunction.apply(
@@ -341,4 +348,5 @@ def hstu_output(
         backend,
         variant,
         gemm,
+        silu_u,
     )

@@ -169,6 +169,11 @@ class UltraHSTULayer(STULayer):
     def _cublas_projections(self) -> bool:
         return self.hammer_kernel() == HammerKernel.TRITON and self.projection_gemm == "cublas"
 
+    def _cublas_output(self) -> bool:
+        """The output block through :func:`hstu_output`, which also takes ``u`` before its
+        SiLU (applied inside GR's norm kernels: one kernel and its backward fewer)."""
+        return self._cublas_projections() and not self._use_group_norm
+
     def _uvqk(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -185,7 +190,7 @@ class UltraHSTULayer(STULayer):
             h, a, n = self._hidden_dim, self._attention_dim, self._num_heads
             u, v, q, k = torch.split(uvqk, [h * n, h * n, a * n, a * n], dim=1)
             return (
-                torch.nn.functional.silu(u),
+                u if self._cublas_output() else torch.nn.functional.silu(u),
                 q.view(-1, n, a),
                 k.view(-1, n, a),
                 v.view(-1, n, h),
@@ -292,8 +297,9 @@ class UltraHSTULayer(STULayer):
         return out.to(x.dtype)
 
     def _output(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self._cublas_projections() and not self._use_group_norm:
+        if self._cublas_output():
             # GR's HSTUComputeOutputFunction step for step, the forward GEMM through cuBLAS
+            # and the SiLU of u inside the norm kernel (u comes from _uvqk without it)
             return hstu_output(
                 attn,
                 u,
@@ -307,6 +313,7 @@ class UltraHSTULayer(STULayer):
                 recompute_y=self._recompute_y,
                 norm_kernels=GR_NORM_MUL_DROPOUT,
                 gemm="cublas",
+                silu_u=True,
             )
         return hstu_compute_output(
             attn=attn,
