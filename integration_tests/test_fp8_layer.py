@@ -307,8 +307,8 @@ def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout, silu_u):
         silu_u=silu_u,
     )  # fmt: skip
     ref = HSTUComputeOutputFunction.apply(
-        attn, u, x, nw, nb, w, 1e-6, dropout, True, silu_u, True, True, "none", False, 1, -1,
-        77, recompute_y,
+        attn, u, x, nw, nb, w, 1e-6, dropout, True, silu_u, True, True,
+        "silu" if silu_u else "none", False, 1, -1, 77, recompute_y,
     )  # fmt: skip
     assert _rel_err(out - x, ref - x) < 1e-2
     dout = torch.randn_like(ref)
@@ -317,6 +317,19 @@ def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout, silu_u):
     refs = torch.autograd.grad(ref, params, dout)
     for name, a, r in zip(["attn", "u", "x", "norm_w", "norm_b", "w"], grads, refs):
         assert torch.equal(a, r), (name, _rel_err(a, r))
+
+
+@needs_cuda
+def test_silu_u_inside_the_norm_equals_silu_before_it_on_gpu():
+    # what the layer relies on: u before its SiLU with silu_u=True is the block on silu(u)
+    attn, u, x, nw, nb, w = _output_inputs(
+        M=300, H=128, D=256, dtype=torch.bfloat16, device="cuda", seed=3
+    )
+    fused = hstu_output(attn, u, x, nw, nb, w, 1e-6, 0.0, True, False, GR_NORM_MUL_DROPOUT,
+                        silu_u=True)  # fmt: skip
+    plain = hstu_output(attn, torch.nn.functional.silu(u), x, nw, nb, w, 1e-6, 0.0, True, False,
+                        GR_NORM_MUL_DROPOUT)  # fmt: skip
+    assert _rel_err(fused - x, plain - x) < 1e-2
 
 
 @needs_cuda

@@ -224,6 +224,8 @@ class ComputeOutputFunction(torch.autograd.Function):
             silu_u=silu_u,
             concat_u=True,
             concat_x=True,
+            # silu_u alone would only SiLU the concatenated copy of u; the product needs it too
+            mul_u_activation_type="silu" if silu_u else "none",
             seed=seed,
         )
         if gemm == "fp8":
@@ -273,6 +275,7 @@ class ComputeOutputFunction(torch.autograd.Function):
             silu_u=ctx.silu_u,
             concat_u=True,
             concat_x=True,
+            mul_u_activation_type="silu" if ctx.silu_u else "none",
             compute_y=ctx.recompute_y,
             random_mask=random_mask,
         )

@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiplies each config's L' (2048, 1024); for small test shapes",
     )
     p.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        choices=sorted({m for modes in MODES.values() for m in modes}),
+        help="measure only these modes (default: all of each batch kind's)",
+    )
+    p.add_argument(
         "--no-graphs",
         action="store_true",
         help="skip the CUDA-graph inference rows (inference_graphs: GraphedEncoder replay)",
@@ -637,6 +644,8 @@ def run_grid(args: argparse.Namespace, argv: List[str], device: str, notes: List
                 for mode in MODES[kind]:
                     if mode in GPU_ONLY_MODES and (device != "cuda" or args.no_graphs):
                         continue  # not measured: no status, so the row is not "failed"
+                    if args.modes is not None and mode not in args.modes:
+                        continue
                     if deadline is not None and time.monotonic() > deadline:
                         results[mode] = {"status": "skipped: time budget"}
                         not_started += 1
