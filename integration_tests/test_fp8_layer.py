@@ -333,37 +333,33 @@ def test_silu_u_inside_the_norm_equals_silu_before_it_on_gpu():
 
 
 @needs_cuda
-@pytest.mark.parametrize("recompute", [False, True])
-def test_cublas_layer_matches_gr_stulayer_on_gpu(recompute):
-    # The whole layer, TRITON kernels, full causal (k1 = 0): our cuBLAS projections against
-    # GR's STULayer with its Triton addmm; bf16, so close rather than equal.
-    from ultra_hstu_plugin.host import HammerKernel, STULayer
-
-    cfg = STULayerConfig(
-        embedding_dim=128, num_heads=2, hidden_dim=64, attention_dim=64,
-        output_dropout_ratio=0.0, recompute_normed_x=recompute, recompute_uvqk=recompute,
-        recompute_y=recompute,
-    )  # fmt: skip
+@pytest.mark.parametrize("gemm", ["cublas", "gr_triton"])
+@pytest.mark.parametrize("fuse_silu", [False, True])
+def test_triton_layer_matches_the_pytorch_layer_on_gpu(gemm, fuse_silu, monkeypatch):
+    # The whole layer on TRITON against itself on PYTORCH (which equals GR's PyTorch layer,
+    # test_parity_with_gr.py), bf16, dropout off, forward and backward.  GR's own STULayer on
+    # TRITON is not the reference: on an H200 it disagreed with both (rel. error ~1.0 at
+    # this shape, benchmarks/layer_parity_gpu.py), unexplained so far.
+    monkeypatch.setattr(ultra_stu, "FUSE_SILU_U", fuse_silu)
+    cfg = STULayerConfig(embedding_dim=128, num_heads=2, hidden_dim=64, attention_dim=64,
+                         output_dropout_ratio=0.0)  # fmt: skip
     torch.manual_seed(0)
-    gr = STULayer(cfg).cuda().to(torch.bfloat16)
-    ours = UltraHSTULayer(cfg, k1=0).cuda().to(torch.bfloat16)
-    ours.load_state_dict(gr.state_dict())
-    for m in (gr, ours):
-        m.set_hammer_kernel(HammerKernel.TRITON)
+    layer = UltraHSTULayer(cfg, k1=0, projection_gemm=gemm).cuda().to(torch.bfloat16)
     lengths = torch.tensor([200, 77, 130], device="cuda")
     offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
     nt = torch.tensor([5, 0, 9], device="cuda")
     x = torch.randn(int(lengths.sum()), 128, device="cuda", dtype=torch.bfloat16)
     dout = torch.randn_like(x)
-    outs, grads = [], []
-    for m in (gr, ours):
+    results = []
+    for kernel in (HammerKernel.PYTORCH, HammerKernel.TRITON):
+        layer.set_hammer_kernel(kernel)
+        layer.zero_grad(set_to_none=True)
         xi = x.clone().requires_grad_()
-        y = m(x=xi, x_lengths=lengths, x_offsets=offsets, max_seq_len=200, num_targets=nt)
+        y = layer(x=xi, x_lengths=lengths, x_offsets=offsets, max_seq_len=200, num_targets=nt)
         y.backward(dout)
-        outs.append(y.detach())
-        grads.append([xi.grad] + [p.grad for p in m.parameters()])
-    names = ["x"] + [n for n, _ in gr.named_parameters()]
-    errs = {n: _rel_err(a, b) for n, a, b in zip(names, grads[1], grads[0])}
-    errs["out"] = _rel_err(outs[1] - x, outs[0] - x)
-    assert errs["out"] < 2e-2, errs
+        results.append((y.detach() - x, [xi.grad] + [p.grad for p in layer.parameters()]))
+    (y_ref, g_ref), (y_got, g_got) = results
+    names = ["x"] + [n for n, _ in layer.named_parameters()]
+    errs = {n: _rel_err(a, b) for n, a, b in zip(names, g_got, g_ref)}
+    errs["out"] = _rel_err(y_got, y_ref)
     assert all(e < 3e-2 for e in errs.values()), errs

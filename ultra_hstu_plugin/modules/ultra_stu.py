@@ -50,6 +50,11 @@ logger = logging.getLogger(__name__)
 # every encoder shape (1.2x at 65536 x 512 x 2048, 2-5x at the truncated layers' few thousand
 # rows) and costs the host ~13 us a call against ~80 us (benchmarks/results/host_overhead*).
 PROJECTION_GEMMS = ("cublas", "gr_triton")
+# SiLU of u inside GR's LayerNorm-mul-dropout kernels (silu_u + mul_u_activation_type="silu").
+# Off: the first GPU run of the fusion passed silu_u alone, which SiLUs only the concatenated
+# copy of u, and the fixed version has not run on a GPU yet
+# (integration_tests/test_fp8_layer.py::test_silu_u_inside_the_norm_equals_silu_before_it_on_gpu).
+FUSE_SILU_U = False
 _fp8_fallback_logged = False
 
 # GR's fused LayerNorm-mul-dropout pair, which the FP8 output block runs around its GEMM.
@@ -170,9 +175,14 @@ class UltraHSTULayer(STULayer):
         return self.hammer_kernel() == HammerKernel.TRITON and self.projection_gemm == "cublas"
 
     def _cublas_output(self) -> bool:
-        """The output block through :func:`hstu_output`, which also takes ``u`` before its
-        SiLU (applied inside GR's norm kernels: one kernel and its backward fewer)."""
+        """The output block through :func:`hstu_output`."""
         return self._cublas_projections() and not self._use_group_norm
+
+    def _silu_in_norm(self) -> bool:
+        """``u`` leaves ``_uvqk`` before its SiLU, which GR's norm kernels then apply (one
+        kernel and its backward fewer a layer).  Off until measured right on a GPU: see
+        FUSE_SILU_U."""
+        return FUSE_SILU_U and self._cublas_output()
 
     def _uvqk(
         self, x: torch.Tensor
@@ -190,7 +200,7 @@ class UltraHSTULayer(STULayer):
             h, a, n = self._hidden_dim, self._attention_dim, self._num_heads
             u, v, q, k = torch.split(uvqk, [h * n, h * n, a * n, a * n], dim=1)
             return (
-                u if self._cublas_output() else torch.nn.functional.silu(u),
+                u if self._silu_in_norm() else torch.nn.functional.silu(u),
                 q.view(-1, n, a),
                 k.view(-1, n, a),
                 v.view(-1, n, h),
@@ -299,7 +309,7 @@ class UltraHSTULayer(STULayer):
     def _output(self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self._cublas_output():
             # GR's HSTUComputeOutputFunction step for step, the forward GEMM through cuBLAS
-            # and the SiLU of u inside the norm kernel (u comes from _uvqk without it)
+            # (and, with FUSE_SILU_U, the SiLU of u inside the norm kernel)
             return hstu_output(
                 attn,
                 u,
@@ -313,7 +323,7 @@ class UltraHSTULayer(STULayer):
                 recompute_y=self._recompute_y,
                 norm_kernels=GR_NORM_MUL_DROPOUT,
                 gemm="cublas",
-                silu_u=True,
+                silu_u=self._silu_in_norm(),
             )
         return hstu_compute_output(
             attn=attn,
