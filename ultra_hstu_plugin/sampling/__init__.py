@@ -17,8 +17,15 @@ of GR's ``apply_sampling`` (stochastic length) in the input preprocessor.
 from ultra_hstu_plugin.sampling.cost import AttentionCostModel
 from ultra_hstu_plugin.sampling.lbsl import (
     LBSLSampler,
+    StochasticLengthSampler,
     choose_kept_lengths,
     stochastic_length,
 )
 
-__all__ = ["AttentionCostModel", "LBSLSampler", "choose_kept_lengths", "stochastic_length"]
+__all__ = [
+    "AttentionCostModel",
+    "LBSLSampler",
+    "StochasticLengthSampler",
+    "choose_kept_lengths",
+    "stochastic_length",
+]
