@@ -290,8 +290,9 @@ class LBSLSampler(_RankSampler):
       (0: never) from the SL costs recorded since (SL is still sampled each step, only for
       its cost, so the target follows drifting length distributions).
     * After warm-up: each batch is trimmed with :func:`choose_kept_lengths` toward the target.
-      A batch that even cut to the floor everywhere is above the target is an error (raised
-      on every rank, naming the rank, the target and the batch's floor cost).
+        A batch that even cut to the floor everywhere is above the target is an error (raised
+      on every rank, naming the rank, the target and the batch's floor cost).  The stats'
+      ``target_cost`` is the target the step trimmed toward (None during warm-up).
 
     ``target_scale`` tunes how many tokens LBSL keeps relative to SL (1.0 = SL's mean cost).
     ``target_cost`` fixes the target and skips warm-up.  Each call returns the kept lengths
@@ -358,6 +359,7 @@ class LBSLSampler(_RankSampler):
         if not self.fixed_target:
             self._sl_costs.append(float(self.cost_model(sl).sum()))
         in_warmup = self.step < self.warmup_steps and not self.fixed_target
+        used = None if in_warmup else self.target  # what this step trims toward
         error = None
         if in_warmup:
             kept = sl
@@ -378,5 +380,5 @@ class LBSLSampler(_RankSampler):
             if not self.fixed_target and self.refresh_every and since % self.refresh_every == 0:
                 self.target = self.target_scale * self._mean_over_ranks(self._sl_costs)
                 self._sl_costs = []
-        extra = {"phase": "warmup" if in_warmup else "lbsl", "target_cost": self.target}
+        extra = {"phase": "warmup" if in_warmup else "lbsl", "target_cost": used}
         return kept, extra, error

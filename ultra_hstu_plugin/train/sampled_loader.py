@@ -101,7 +101,9 @@ def sampler_settings() -> SamplerSettings:
 
 def check_sampler_bindings(name: Optional[str]) -> Optional[Any]:
     """The sampler class ``name`` names (None: no sampler), after checking that every bound
-    ``SamplerSettings`` field is one it takes (a binding it would ignore is an error)."""
+    ``SamplerSettings`` field is one it takes (a binding it would ignore is an error) and
+    that ``alpha`` is in (1, 2].  Cheap: the launcher's preflight calls it before any
+    worker starts; the rest (floor vs max_len ...) fails when the sampler is built."""
     bound = sorted({p for _, p in bound_parameters("SamplerSettings")})
     if name is None:
         if bound:
@@ -122,6 +124,9 @@ def check_sampler_bindings(name: Optional[str]) -> Optional[Any]:
         raise ValueError(
             f"SamplerSettings.{ignored[0]} is bound but sampler {name!r} takes no {ignored[0]}"
         )
+    alpha = sampler_settings().alpha
+    if "alpha" in params and not 1.0 < float(alpha) <= 2.0:
+        raise ValueError(f"SamplerSettings.alpha={alpha}: stochastic length needs alpha in (1, 2]")
     return cls
 
 
