@@ -204,6 +204,28 @@ def _settings(name: str) -> Check:
     return check
 
 
+def _built_sampler(b: Built) -> Any:
+    from ultra_hstu_plugin.train.sampled_loader import make_train_sampler
+
+    return make_train_sampler(b.settings, b.model, b.hstu_config, rank=0)
+
+
+def _run_sampler(b: Built, scope: str, v: Any, mp: Any) -> None:
+    assert b.settings.sampler == v
+    s = _built_sampler(b)
+    assert (s.name if s is not None else None) == v
+
+
+def _sampler_field(name: str) -> Check:
+    def check(b: Built, scope: str, v: Any, mp: Any) -> None:
+        s = _built_sampler(b)
+        assert s is not None, "SamplerSettings bound but no RunSettings.sampler"
+        got = s.target if name == "target_cost" else getattr(s, name)
+        assert got == v
+
+    return check
+
+
 def _is_bound(selector: str) -> bool:
     try:
         gin.query_parameter(selector)
@@ -353,6 +375,11 @@ _OPT = ("learning_rate", "optimizer_name", "momentum", "weight_decay", "eps", "b
 # here fails test_every_shown_binding_takes_effect.
 CHECKS: Dict[str, Check] = {
     **{f"RunSettings.{f}": _settings(f) for f in config.RunSettings.__dataclass_fields__},
+    "RunSettings.sampler": _run_sampler,
+    **{
+        f"SamplerSettings.{f}": _sampler_field(f)
+        for f in config.SamplerSettings.__dataclass_fields__
+    },
     "make_ultra_model.encoder": _encoder,
     "make_ultra_model.encoder_config": _encoder_config,
     "make_ultra_model.merged_item_action_tokens": _merged,

@@ -11,6 +11,7 @@ import torch
 from ultra_hstu_plugin.sampling import (
     AttentionCostModel,
     LBSLSampler,
+    StochasticLengthSampler,
     choose_kept_lengths,
     stochastic_length,
 )
@@ -152,7 +153,7 @@ def test_sampler_registered():
     r = Registry()
     register_builtin_components(r)
     assert r.get("sampler", "lbsl").load() is LBSLSampler
-    assert r.get("sampler", "sl").load() is stochastic_length
+    assert r.get("sampler", "sl").load() is StochasticLengthSampler
 
 
 def test_bench_quick_writes_files_and_lbsl_balances(tmp_path):

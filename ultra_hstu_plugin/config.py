@@ -51,6 +51,10 @@ class RunSettings:
     # Loss and every metric go to TensorBoard and curves.jsonl every this many steps (train
     # and eval); GR's own loop logs only when batch_idx % metric_log_frequency != 0.
     log_every_steps: int = 10
+    # A sampler component of the registry ("lbsl", "sl") applied to every training batch
+    # before the encoder (train/sampled_loader.py); its parameters are SamplerSettings'.
+    # None: no sampling.  Eval batches are never sampled.
+    sampler: Optional[str] = None
 
     def dataset_spec(self) -> Any:
         """The registry's spec for ``dataset``: the one place the name is looked up."""
@@ -78,6 +82,35 @@ class RunSettings:
             raise ValueError(
                 f"RunSettings.log_every_steps must be an integer >= 1, got {self.log_every_steps!r}"
             )
+        if self.sampler is not None and not isinstance(self.sampler, str):
+            raise ValueError(
+                f"RunSettings.sampler must be a sampler's registry name or None, got "
+                f"{self.sampler!r}"
+            )
+
+
+@gin.configurable
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Parameters of the ``RunSettings.sampler`` (bound in gin: ``SamplerSettings.alpha``).
+
+    ``alpha``: stochastic length's exponent, in (1, 2] (both samplers).  ``max_len``: SL's
+    ``max_seq_len`` (GR's ``apply_sampling``), None = the longest history the dataset
+    yields (``max_seq_len - max_num_candidates - #contextual features``).  LBSL only:
+    ``floor`` (no history is cut below it), ``warmup_steps`` (plain SL steps that measure
+    the target), ``refresh_every`` (steps between target refreshes, 0 = never),
+    ``target_scale`` (target = this times SL's mean cost over ranks) and ``target_cost``
+    (a fixed target, in the cost model's units; skips the warm-up).  The sampler's
+    generator is seeded from ``RunSettings.seed + rank``.
+    """
+
+    alpha: float = 1.6
+    max_len: Optional[int] = None
+    floor: int = 64
+    warmup_steps: int = 100
+    refresh_every: int = 0
+    target_scale: float = 1.0
+    target_cost: Optional[float] = None
 
 
 def metrics_file_name(mode: str) -> str:
@@ -234,6 +267,7 @@ __all__ = [
     "MODES",
     "ConfigSource",
     "RunSettings",
+    "SamplerSettings",
     "add_gin_search_paths",
     "bound_parameters",
     "clear",

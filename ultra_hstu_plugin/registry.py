@@ -148,7 +148,7 @@ def register_builtin_components(registry: Registry) -> None:
         "sampler",
         "sl",
         "GR's stochastic length (apply_sampling semantics, seeded)",
-        "ultra_hstu_plugin.sampling.lbsl:stochastic_length",
+        "ultra_hstu_plugin.sampling.lbsl:StochasticLengthSampler",
         origin,
     )
     r(

@@ -99,7 +99,188 @@ def choose_kept_lengths(
     return torch.minimum(lengths, lo.clamp(min=floor).unsqueeze(-1))
 
 
-class LBSLSampler:
+def _process_group() -> Optional[Tuple[int, int]]:
+    """(rank, world size) of the default process group, or None when there is none."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensors must live: NCCL needs this rank's GPU, gloo the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    dev = t.to(_collective_device())
+    torch.distributed.all_reduce(dev, op=torch.distributed.ReduceOp.SUM)
+    return dev.cpu()
+
+
+def _all_gather_rows(row: torch.Tensor, world: int) -> torch.Tensor:
+    dev = row.to(_collective_device())
+    out = [torch.empty_like(dev) for _ in range(world)]
+    torch.distributed.all_gather(out, dev)
+    return torch.stack(out).cpu()
+
+
+def _all_gather_objects(obj: Any, world: int) -> List[Any]:
+    out: List[Any] = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _max_over_mean(x: torch.Tensor) -> float:
+    mean = float(x.mean())
+    return float(x.max()) / mean if mean > 0 else 1.0
+
+
+# columns of the row every rank contributes to the per-step all-gather
+_COST, _COST_UNSAMPLED, _KEPT, _TOTAL, _FAILED = range(5)
+
+
+class _RankSampler:
+    """The per-step protocol shared by :class:`StochasticLengthSampler` and
+    :class:`LBSLSampler`.
+
+    Each call takes one batch's history lengths ``(B,)`` and returns ``(kept, stats)``.
+    With a ``torch.distributed`` process group (and ``distributed=True``) every rank must
+    call it on every step, since it is collective:
+
+    * first step: the ranks' :meth:`config` dicts are all-gathered and compared; ranks that
+      disagree raise, each with the same message naming the field and every rank's value.
+    * every step: one all-gather of ``[cost, unsampled cost, kept tokens, tokens, failed]``
+      per rank gives the load statistics (``rank_costs``, ``imbalance`` = max/mean of the
+      ranks' estimated costs, ``imbalance_unsampled``, ``kept_fraction_global``) and lets a
+      bad batch on one rank (a length above ``max_len``, an unreachable target) raise on
+      every rank with the same message, instead of leaving the others waiting in the next
+      collective.
+
+    Without a process group the statistics are this process's alone (imbalance 1.0) and
+    errors are raised directly.
+    """
+
+    name = ""
+
+    def __init__(
+        self,
+        cost_model: AttentionCostModel,
+        max_len: int,
+        alpha: float,
+        generator: Optional[torch.Generator],
+        distributed: bool,
+    ) -> None:
+        _check_alpha(alpha)  # fail at construction, before the first step runs
+        if max_len <= 0:
+            raise ValueError(f"max_len={max_len}: expected > 0")
+        self.cost_model = cost_model
+        self.max_len = max_len
+        self.alpha = alpha
+        self.generator = generator
+        self.distributed = distributed
+        self.step = 0
+
+    def config(self) -> Dict[str, Any]:
+        """What every rank must agree on (checked on the first step)."""
+        return {
+            "sampler": self.name,
+            "alpha": self.alpha,
+            "max_len": self.max_len,
+            "cost_model": repr(self.cost_model),
+        }
+
+    def _group(self) -> Optional[Tuple[int, int]]:
+        return _process_group() if self.distributed else None
+
+    def _check_config_over_ranks(self, group: Tuple[int, int]) -> None:
+        mine = self.config()
+        every = _all_gather_objects(mine, group[1])
+        for key in mine:
+            values = [c.get(key) for c in every]
+            if any(v != values[0] for v in values):
+                per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+                raise ValueError(
+                    f"ranks disagree on the sampler configuration: {key} differs ({per_rank})"
+                )
+
+    def _choose(self, lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any], Optional[str]]:
+        """Kept lengths, extra stats, and an error message (None: fine).  Must run the same
+        collectives on every rank whatever the error, so errors are returned, not raised."""
+        raise NotImplementedError
+
+    def __call__(self, lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        lengths = torch.as_tensor(lengths)
+        group = self._group()
+        if self.step == 0 and group is not None and group[1] > 1:
+            self._check_config_over_ranks(group)
+        error = None
+        if lengths.numel() and int(lengths.max()) > self.max_len:
+            error = f"a length {int(lengths.max())} is above max_len={self.max_len}"
+        kept, extra, choose_error = self._choose(lengths)
+        error = error or choose_error
+        row = torch.tensor(
+            [
+                float(self.cost_model(kept).sum()),
+                float(self.cost_model(lengths).sum()),
+                float(kept.sum()),
+                float(lengths.sum()),
+                1.0 if error else 0.0,
+            ],
+            dtype=torch.float64,
+        )
+        rows = row.unsqueeze(0) if group is None else _all_gather_rows(row, group[1])
+        if bool(rows[:, _FAILED].any()):
+            self._raise(error, rows, group)
+        total, total_all = float(row[_TOTAL]), float(rows[:, _TOTAL].sum())
+        stats: Dict[str, Any] = {
+            "step": self.step,
+            **extra,
+            "cost": float(row[_COST]),
+            "cost_unsampled": float(row[_COST_UNSAMPLED]),
+            "kept_fraction": float(row[_KEPT]) / total if total else 1.0,
+            "rank_costs": rows[:, _COST].tolist(),
+            "imbalance": _max_over_mean(rows[:, _COST]),
+            "imbalance_unsampled": _max_over_mean(rows[:, _COST_UNSAMPLED]),
+            "kept_fraction_global": float(rows[:, _KEPT].sum()) / total_all if total_all else 1.0,
+        }
+        self.step += 1
+        return kept, stats
+
+    def _raise(
+        self, error: Optional[str], rows: torch.Tensor, group: Optional[Tuple[int, int]]
+    ) -> None:
+        if group is None:
+            raise ValueError(error)
+        messages = _all_gather_objects(error, group[1])
+        failed = "; ".join(f"rank {r}: {m}" for r, m in enumerate(messages) if m)
+        raise ValueError(f"{self.name} sampler, step {self.step}: {failed}")
+
+
+class StochasticLengthSampler(_RankSampler):
+    """Plain SL (:func:`stochastic_length`, GR's ``apply_sampling`` semantics) per step,
+    with the same protocol and load statistics as :class:`LBSLSampler`, for comparison."""
+
+    name = "sl"
+
+    def __init__(
+        self,
+        cost_model: AttentionCostModel,
+        max_len: int,
+        alpha: float = 1.6,
+        generator: Optional[torch.Generator] = None,
+        distributed: bool = True,
+    ) -> None:
+        super().__init__(cost_model, max_len, alpha, generator, distributed)
+
+    def _choose(self, lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any], Optional[str]]:
+        kept = stochastic_length(lengths, self.alpha, self.max_len, self.generator)
+        return kept, {"phase": "sl", "target_cost": None}, None
+
+
+class LBSLSampler(_RankSampler):
     """Load-balanced stochastic length over training steps.
 
     * Warm-up (``warmup_steps`` steps): plain SL; the SL batch cost of each step is recorded.
@@ -109,12 +290,17 @@ class LBSLSampler:
       (0: never) from the SL costs recorded since (SL is still sampled each step, only for
       its cost, so the target follows drifting length distributions).
     * After warm-up: each batch is trimmed with :func:`choose_kept_lengths` toward the target.
+        A batch that even cut to the floor everywhere is above the target is an error (raised
+      on every rank, naming the rank, the target and the batch's floor cost).  The stats'
+      ``target_cost`` is the target the step trimmed toward (None during warm-up).
 
     ``target_scale`` tunes how many tokens LBSL keeps relative to SL (1.0 = SL's mean cost).
     ``target_cost`` fixes the target and skips warm-up.  Each call returns the kept lengths
-    and the step's stats.  All ranks must call it on every step (the all-reduce is
-    collective).
+    and the step's stats (see :class:`_RankSampler` for the collectives and the load
+    statistics).  With one process it only caps the cost at its own SL mean.
     """
+
+    name = "lbsl"
 
     def __init__(
         self,
@@ -129,7 +315,7 @@ class LBSLSampler:
         generator: Optional[torch.Generator] = None,
         distributed: bool = True,
     ) -> None:
-        _check_alpha(alpha)  # fail at construction, before the first step runs
+        super().__init__(cost_model, max_len, alpha, generator, distributed)
         if floor > max_len:
             raise ValueError(f"floor={floor} is above max_len={max_len}")
         if floor < 0 or warmup_steps < 0 or refresh_every < 0:
@@ -141,37 +327,40 @@ class LBSLSampler:
             raise ValueError(f"target_scale={target_scale}: expected > 0")
         if target_cost is None and warmup_steps == 0:
             raise ValueError("warmup_steps=0 needs a fixed target_cost")
-        self.cost_model = cost_model
-        self.max_len = max_len
-        self.alpha = alpha
+        if target_cost is not None and target_cost <= 0:
+            raise ValueError(f"target_cost={target_cost}: expected > 0")
         self.floor = floor
         self.warmup_steps = warmup_steps
         self.refresh_every = refresh_every
         self.target_scale = target_scale
         self.fixed_target = target_cost is not None
         self.target: Optional[float] = None if target_cost is None else float(target_cost)
-        self.generator = generator
-        self.distributed = distributed
-        self.step = 0
         self._sl_costs: List[float] = []
+
+    def config(self) -> Dict[str, Any]:
+        return {
+            **super().config(),
+            "floor": self.floor,
+            "warmup_steps": self.warmup_steps,
+            "refresh_every": self.refresh_every,
+            "target_scale": self.target_scale,
+            "target_cost": self.target if self.fixed_target else None,
+        }
 
     def _mean_over_ranks(self, costs: List[float]) -> float:
         total = torch.tensor([sum(costs), float(len(costs))], dtype=torch.float64)
-        dist = torch.distributed
-        if self.distributed and dist.is_available() and dist.is_initialized():
+        if self._group() is not None:
             # mean over ranks (weighted by steps): every rank gets the same target
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            total = _all_reduce_sum(total)
         return float(total[0] / total[1])
 
-    def __call__(self, lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        lengths = torch.as_tensor(lengths)
-        if lengths.numel() and int(lengths.max()) > self.max_len:
-            raise ValueError(f"a length {int(lengths.max())} is above max_len={self.max_len}")
+    def _choose(self, lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any], Optional[str]]:
         sl = stochastic_length(lengths, self.alpha, self.max_len, self.generator)
-        full_cost = float(self.cost_model(lengths).sum())
         if not self.fixed_target:
             self._sl_costs.append(float(self.cost_model(sl).sum()))
         in_warmup = self.step < self.warmup_steps and not self.fixed_target
+        used = None if in_warmup else self.target  # what this step trims toward
+        error = None
         if in_warmup:
             kept = sl
             if self.step + 1 == self.warmup_steps:
@@ -181,7 +370,7 @@ class LBSLSampler:
             assert self.target is not None
             floor_cost = float(self.cost_model(lengths.clamp(max=self.floor)).sum())
             if self.target < floor_cost:
-                raise ValueError(
+                error = (
                     f"target cost {self.target:.4g} is below this batch's cost with every "
                     f"sequence cut to the floor ({floor_cost:.4g} at floor={self.floor}): no "
                     "trim can reach it; lower floor or raise target_cost/target_scale"
@@ -191,14 +380,5 @@ class LBSLSampler:
             if not self.fixed_target and self.refresh_every and since % self.refresh_every == 0:
                 self.target = self.target_scale * self._mean_over_ranks(self._sl_costs)
                 self._sl_costs = []
-        total = int(lengths.sum())
-        stats = {
-            "step": self.step,
-            "phase": "warmup" if in_warmup else "lbsl",
-            "target_cost": self.target,
-            "cost": float(self.cost_model(kept).sum()),
-            "cost_unsampled": full_cost,
-            "kept_fraction": float(kept.sum()) / total if total else 1.0,
-        }
-        self.step += 1
-        return kept, stats
+        extra = {"phase": "warmup" if in_warmup else "lbsl", "target_cost": used}
+        return kept, extra, error

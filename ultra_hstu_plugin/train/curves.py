@@ -8,7 +8,9 @@ GR's ``train_loop`` and ``eval_loop`` keep running unchanged; what they see is
   TensorBoard gets the points under GR's tag names, ``train_metric/lifetime_ne/rating``,
   ``losses/train_rating`` ...) and, on rank 0, appends the same numbers as one JSON line
   to ``curves.jsonl`` (``eval_curves.jsonl`` for eval-only runs; ``ultra-hstu plot``
-  reads it).  It also draws the whole-run progress bar on rank 0.
+  reads it), with the means of the sampler's load statistics since the last point
+  (``load/*``, see :mod:`.sampled_loader`).  It also draws the whole-run progress bar on
+  rank 0.
 * :func:`capturing_losses`, which wraps the model's ``forward`` for the duration of
   ``train_loop``.  GR's loop computes the loss from ``forward``'s ``aux_losses`` but never
   hands it to the logger (it passes it only in the ``compute_and_log`` calls its
@@ -63,6 +65,9 @@ class CurveMetricsLogger(MetricsLogger):
         self._loss_steps = 0
         self._last_point: Dict[str, int] = {}
         self.last_train_loss: Optional[float] = None
+        # load statistics of the sampler (train/sampled_loader.py) summed since the last point
+        self._load_sum: Dict[str, float] = {}
+        self._load_steps: Dict[str, int] = {}
         self._bar: Optional[tqdm] = None
         if progress_total > 0:
             self._bar = tqdm(total=progress_total, desc="train", unit="step", bar_format=BAR_FORMAT)
@@ -73,6 +78,14 @@ class CurveMetricsLogger(MetricsLogger):
             value = value.detach().float()
             self._loss_sum[name] = self._loss_sum[name] + value if name in self._loss_sum else value
         self._loss_steps += 1
+
+    def add_load_stats(self, scalars: Dict[str, float]) -> None:
+        """One training step's load statistics; their means since the last point go into the
+        next train row of ``curves.jsonl`` as ``load/<name>`` (TensorBoard gets every step
+        from the loader itself)."""
+        for name, value in scalars.items():
+            self._load_sum[name] = self._load_sum.get(name, 0.0) + value
+            self._load_steps[name] = self._load_steps.get(name, 0) + 1
 
     def update(
         self,
@@ -115,6 +128,10 @@ class CurveMetricsLogger(MetricsLogger):
             self.last_train_loss = losses["total"]
             if self._bar is not None:
                 self._bar.set_postfix(loss=f"{losses['total']:.4f}", refresh=False)
+        load: Dict[str, float] = {}
+        if mode == "train" and self._load_steps:
+            load = {f"load/{k}": v / self._load_steps[k] for k, v in self._load_sum.items()}
+            self._load_sum, self._load_steps = {}, {}
         computed = super().compute_and_log(mode=mode, additional_logs=logs or None)
         if self._curves is not None:
             row: Dict[str, Any] = {
@@ -127,6 +144,7 @@ class CurveMetricsLogger(MetricsLogger):
                 row["loss"] = losses.pop("total")
                 row.update({f"loss/{k}": v for k, v in losses.items()})
             row.update({k: float(v) for k, v in computed.items()})
+            row.update(load)
             self._curves.write(json.dumps(row) + "\n")
             self._curves.flush()  # a cut-off run keeps the points it logged
         return computed

@@ -65,6 +65,12 @@ from ultra_hstu_plugin.train.distributed import (
     init_distributed,
     launched_by_torchrun,
 )
+from ultra_hstu_plugin.train.sampled_loader import (
+    SampledLoader,
+    check_sampler_bindings,
+    history_features,
+    make_train_sampler,
+)
 from ultra_hstu_plugin.train.sharding import (
     deterministic_embedding_init,
     shard_model_and_make_optimizer,
@@ -128,6 +134,8 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             # GR's autocast targets CUDA; on CPU keep float32 end to end.
             model.set_training_dtype(torch.float32)
         n_dense = dense_parameter_count(model)
+        # Built off the encoder before sharding wraps it; bad settings fail before any step.
+        sampler = make_train_sampler(settings, model, hstu_config, ctx.rank)
         model, optimizer = shard_model_and_make_optimizer(model, ctx.device, ctx.world_size)
         # Same tables for any world size, so runs on 1 or N processes are comparable.
         deterministic_embedding_init(model, settings.seed)
@@ -157,6 +165,15 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             # one bar for the whole run, where the loader's bar would restart each epoch
             progress_total=_planned_train_steps(len(train_dl)) if training and train_dl.show else 0,
         )
+        if sampler is not None:
+            # after the checks (a malformed batch fails there, not in the trim)
+            train_dl = SampledLoader(
+                train_dl,
+                sampler,
+                history_features(hstu_config),
+                hstu_config.uih_post_id_feature_name,
+                metrics,
+            )
         if settings.load_checkpoint:
             load_dmp_checkpoint(
                 model=model,
@@ -256,6 +273,7 @@ def preflight(request: RunRequest) -> RunSettings:
     spec = settings.dataset_spec()
     spec.data_path(_bound_value("make_dataloaders.data_dir", default="data"))
     discover().get("encoder", _bound_value("make_ultra_model.encoder", default="ultra_hstu"))
+    check_sampler_bindings(settings.sampler)
     if settings.mode == "eval" and not settings.load_checkpoint:
         raise ValueError("--mode eval needs RunSettings.load_checkpoint (a checkpoint directory)")
     if settings.load_checkpoint and not os.path.isdir(settings.load_checkpoint):
