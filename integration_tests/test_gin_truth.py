@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,13 @@ def _sampler_field(name: str) -> Check:
     def check(b: Built, scope: str, v: Any, mp: Any) -> None:
         s = _built_sampler(b)
         assert s is not None, "SamplerSettings bound but no RunSettings.sampler"
+        if name == "cost_calibration":  # shapes the cost model; not a sampler attribute
+            data = json.loads(Path(v).read_text())
+            assert (s.cost_model.quadratic, s.cost_model.linear) == (
+                data["quadratic_ms"],
+                data["linear_ms"],
+            )
+            return
         got = s.target if name == "target_cost" else getattr(s, name)
         assert got == v
 

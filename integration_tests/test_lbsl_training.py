@@ -342,3 +342,27 @@ def test_train_with_lbsl_writes_load_scalars(tmp_path, ml100k_dir):
     assert [r["step"] for r in train] == [3, 6]
     for r in train:
         assert 0 < r["load/kept_fraction"] <= 1 and r["load/imbalance"] >= 1
+
+
+@pytest.mark.parametrize("sampler", ["lbsl", "sl"])
+def test_cost_calibration_from_gin_replaces_the_flops(clean_gin, sampler):
+    path = REPO / "benchmarks" / "results" / "lbsl_cost_calibration_h200.json"
+    data = json.loads(path.read_text())
+    s, model, cfg = _sampler(
+        f"RunSettings.sampler = '{sampler}'", f"SamplerSettings.cost_calibration = '{path}'"
+    )
+    assert (s.cost_model.quadratic, s.cost_model.linear) == (
+        data["quadratic_ms"],
+        data["linear_ms"],
+    )
+    flops = encoder_cost_model(model, cfg)
+    assert s.cost_model.n_lower == flops.n_lower and s.cost_model.quadratic != flops.quadratic
+
+
+def test_cost_calibration_errors(clean_gin, tmp_path):
+    with pytest.raises(FileNotFoundError, match="cost_calibration: no file"):
+        _sampler("RunSettings.sampler = 'lbsl'", "SamplerSettings.cost_calibration = '/nope.json'")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"quadratic_ms": 1.0}')
+    with pytest.raises(ValueError, match="not a calibration json"):
+        _sampler("RunSettings.sampler = 'lbsl'", f"SamplerSettings.cost_calibration = '{bad}'")

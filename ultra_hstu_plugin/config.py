@@ -101,7 +101,10 @@ class SamplerSettings:
     the target), ``refresh_every`` (steps between target refreshes, 0 = never),
     ``target_scale`` (target = this times SL's mean cost over ranks) and ``target_cost``
     (a fixed target, in the cost model's units; skips the warm-up).  The sampler's
-    generator is seeded from ``RunSettings.seed + rank``.
+    generator is seeded from ``RunSettings.seed + rank``.  ``cost_calibration`` (both):
+    a ``lbsl_cost_calibration*.json`` written by ``python -m
+    ultra_hstu_plugin.sampling.calibration`` from an encoder benchmark; its per-pair and
+    per-token costs replace the analytic FLOPs of the cost model (None: FLOPs).
     """
 
     alpha: float = 1.6
@@ -111,6 +114,7 @@ class SamplerSettings:
     refresh_every: int = 0
     target_scale: float = 1.0
     target_cost: Optional[float] = None
+    cost_calibration: Optional[str] = None
 
 
 def metrics_file_name(mode: str) -> str:

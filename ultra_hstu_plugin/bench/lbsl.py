@@ -195,6 +195,10 @@ def run(out_dir: Path, a: argparse.Namespace, argv: List[str]) -> Dict[str, Any]
         sla_global=a.sla_global,
         sla_local=a.sla_local,
     )
+    if a.cost_calibration is not None:  # measured per-pair / per-token costs, not FLOPs
+        from ultra_hstu_plugin.sampling.calibration import calibrated
+
+        cost_model = calibrated(cost_model, a.cost_calibration)
     t0 = time.perf_counter()
     rows = []
     for name, lengths in load_sources(a.quick, a.seed).items():
@@ -227,9 +231,10 @@ def run(out_dir: Path, a: argparse.Namespace, argv: List[str]) -> Dict[str, Any]
         "seconds": time.perf_counter() - t0,
         "rows": rows,
     }
-    (out_dir / "lbsl.json").write_text(json.dumps(result, indent=2))
-    (out_dir / "lbsl.md").write_text(_markdown(result))
-    _plot(result, out_dir / "lbsl.png")
+    stem = f"lbsl{a.tag}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out_dir / f"{stem}.md").write_text(_markdown(result))
+    _plot(result, out_dir / f"{stem}.png")
     return result
 
 
@@ -253,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sla-global", type=int, default=64, help="SLA K1 (with --attention sla)")
     p.add_argument("--sla-local", type=int, default=448, help="SLA K2 (with --attention sla)")
     p.add_argument("--seed", type=int, default=0, help="seed for draws and SL")
+    p.add_argument(
+        "--cost-calibration",
+        default=None,
+        help="calibration json (python -m ultra_hstu_plugin.sampling.calibration): measured "
+        "per-pair and per-token costs instead of FLOPs",
+    )
+    p.add_argument("--tag", default="", help="suffix of the output files (lbsl<tag>.*)")
     return p
 
 

@@ -14,10 +14,10 @@ The cost of a sequence with ``l`` kept history tokens and ``fixed_tokens`` alway
 * The ``n_upper`` layers see only the last ``truncate_to`` (L') tokens (ULTRA-HSTU's attention
   truncation); ``truncate_to=None`` means they see all ``T``.
 
-The constants should be calibrated from the encoder benchmark (``ultra-hstu bench layer``:
-fit ``quadratic`` and ``linear`` to measured step time over lengths) -- that is not done yet.
-Until then :meth:`AttentionCostModel.from_flops` gives analytic FLOPs, which is the
-uncalibrated default.  Only ratios of costs matter to LBSL (targets are means of the same
+The constants are calibrated from the encoder benchmark by :mod:`.calibration` (a
+least-squares fit of ``quadratic`` and ``linear`` to ``ultra-hstu bench scaling`` rows;
+``SamplerSettings.cost_calibration`` hands the result to training);
+:meth:`AttentionCostModel.from_flops` gives analytic FLOPs, the uncalibrated default.  Only ratios of costs matter to LBSL (targets are means of the same
 model's costs), so the unit (FLOPs, seconds) is free.
 """
 

@@ -33,10 +33,13 @@ from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
 from ultra_hstu_plugin.registry import discover
 from ultra_hstu_plugin.sampling.batch import trim_samples
+from ultra_hstu_plugin.sampling.calibration import calibrated
 from ultra_hstu_plugin.sampling.cost import AttentionCostModel
 
 # What a sampler's constructor may take besides SamplerSettings' fields.
 _PROVIDED = ("cost_model", "max_len", "generator")
+# SamplerSettings fields the training path consumes itself (they shape the cost model).
+_COST_MODEL_FIELDS = ("cost_calibration",)
 # stats of the sampler -> TensorBoard tag (under load/) and curves.jsonl key
 LOAD_SCALARS = (
     "cost",
@@ -61,7 +64,9 @@ def max_history_len(hstu_config: Any) -> int:
     return int(hstu_config.max_seq_len - hstu_config.max_num_candidates - len(contextual))
 
 
-def encoder_cost_model(model: torch.nn.Module, hstu_config: Any) -> AttentionCostModel:
+def encoder_cost_model(
+    model: torch.nn.Module, hstu_config: Any, calibration: Optional[str] = None
+) -> AttentionCostModel:
     """The analytic-FLOPs :class:`AttentionCostModel` of the encoder the model was built with.
 
     Full-sequence layers: the ULTRA-HSTU layers outside the truncation (SLA with a window of
@@ -70,7 +75,9 @@ def encoder_cost_model(model: torch.nn.Module, hstu_config: Any) -> AttentionCos
     :class:`TruncatedSTU`, on the last ``truncated_seq_len`` tokens, costed as full causal
     (their ``upper_k1``/``upper_k2`` window is not modelled).  Always-kept tokens: the
     contextual features and ``max_num_candidates`` candidates.  A mixture of transducers
-    (streams) is not modelled: an error.
+    (streams) is not modelled: an error.  ``calibration``: a calibration json whose
+    constants replace the analytic FLOPs (:func:`~ultra_hstu_plugin.sampling.calibration.
+    calibrated`).
     """
     if any(isinstance(m, MixtureOfTransducers) for m in model.modules()):
         raise ValueError("RunSettings.sampler does not support streams (mixture of transducers)")
@@ -85,7 +92,7 @@ def encoder_cost_model(model: torch.nn.Module, hstu_config: Any) -> AttentionCos
     if isinstance(first, UltraHSTULayer) and first.sla.k1 > 0:
         prefix = max(first.sla.k2, first.sla.contextual_seq_len)
         sla = {"attention": "sla", "sla_local": first.sla.k1 + 1, "sla_global": prefix}
-    return AttentionCostModel.from_flops(
+    analytic = AttentionCostModel.from_flops(
         dim=int(hstu_config.hstu_transducer_embedding_dim),
         n_lower=len(lower),
         n_upper=len(upper_ids),
@@ -93,6 +100,7 @@ def encoder_cost_model(model: torch.nn.Module, hstu_config: Any) -> AttentionCos
         fixed_tokens=contextual + int(hstu_config.max_num_candidates),
         **sla,
     )
+    return analytic if calibration is None else calibrated(analytic, calibration)
 
 
 def sampler_settings() -> SamplerSettings:
@@ -119,7 +127,7 @@ def check_sampler_bindings(name: Optional[str]) -> Optional[Any]:
         raise ValueError(
             f"sampler {name!r} cannot be used for training: its constructor takes no {missing}"
         )
-    ignored = [p for p in bound if p not in params]
+    ignored = [p for p in bound if p not in params and p not in _COST_MODEL_FIELDS]
     if ignored:
         raise ValueError(
             f"SamplerSettings.{ignored[0]} is bound but sampler {name!r} takes no {ignored[0]}"
@@ -143,7 +151,7 @@ def make_train_sampler(
         f.name: getattr(s, f.name) for f in fields(s) if f.name in params and f.name != "max_len"
     }
     kwargs.update(
-        cost_model=encoder_cost_model(model, hstu_config),
+        cost_model=encoder_cost_model(model, hstu_config, s.cost_calibration),
         max_len=s.max_len if s.max_len is not None else max_history_len(hstu_config),
         generator=torch.Generator().manual_seed(settings.seed + rank),
     )
