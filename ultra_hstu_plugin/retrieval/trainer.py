@@ -78,12 +78,36 @@ class RetrievalRun:
     output_dir: str = "runs/retrieval"
     device: str = "cpu"  # "cpu" (gloo) or "cuda" (NCCL); --device is its shorthand
     save_checkpoint: bool = True
-    log_every_steps: int = 50  # a progress line (train loss) every this many steps
+
+
+# Bindings each main module reads besides train_fn's; the others' are errors (ignored).
+MODEL_BINDINGS = {
+    "SASRec": ("sasrec_encoder",),
+    "HSTU": ("hstu_encoder",),
+    "ULTRA-HSTU": (
+        "hstu_encoder",
+        "ultra_hstu.UltraHSTUEncoderConfig",
+        "ultra_hstu.ultra_hstu_encoder",
+    ),
+}
 
 
 def train_fn_settings() -> Dict[str, Any]:
-    """GR's ``train_fn`` keyword arguments as gin resolves them (bindings over defaults)."""
-    return {**configurable_defaults(research_train_fn), **gin.get_bindings(research_train_fn)}
+    """GR's ``train_fn`` keyword arguments as gin resolves them (bindings over defaults).
+
+    Bindings of another main module's encoder would be silently ignored: an error.
+    """
+    p = {**configurable_defaults(research_train_fn), **gin.get_bindings(research_train_fn)}
+    main = p["main_module"]
+    if main in MODEL_BINDINGS:
+        for selector in sorted({s for v in MODEL_BINDINGS.values() for s in v}):
+            if selector not in MODEL_BINDINGS[main] and gin.get_bindings(selector):
+                names = ", ".join(f"{selector}.{k}" for k in sorted(gin.get_bindings(selector)))
+                raise ValueError(
+                    f"{names} bound, but train_fn.main_module = {main!r} does not read "
+                    f"{selector}; it reads {', '.join(MODEL_BINDINGS[main])}"
+                )
+    return p
 
 
 def _say(msg: str) -> None:
@@ -328,7 +352,7 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
             if writer is not None:
                 writer.add_scalar("losses/ar_loss", last_loss, step)
             step += 1
-            if rank0 and step % settings.log_every_steps == 0:
+            if rank0 and step % p["eval_interval"] == 0:  # GR's train-loss log cadence
                 _say(f"  step {step}: train loss {last_loss:.4f}")
         train_seconds = time.time() - epoch_start
         full = epoch % p["full_eval_every_n"] == 0
