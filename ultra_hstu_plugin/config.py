@@ -60,7 +60,19 @@ class RunSettings:
         """The registry's spec for ``dataset``: the one place the name is looked up."""
         from ultra_hstu_plugin.registry import discover
 
-        return discover().get("dataset", self.dataset).load()
+        spec = discover().get("dataset", self.dataset).load()
+        if getattr(spec, "kind", "ranking") != "ranking":
+            ranking = [
+                c.name
+                for c in discover().components("dataset")
+                if not c.description.startswith("retrieval:")
+            ]
+            raise ValueError(
+                f"RunSettings.dataset {self.dataset!r} is a retrieval dataset (GR's research "
+                f"trainer: train_fn.dataset_name, `ultra-hstu retrieval-train`); ranking "
+                f"datasets: {', '.join(ranking)}"
+            )
+        return spec
 
     def validate(self) -> None:
         """One clear error naming the bad field (device-independent checks only)."""

