@@ -263,3 +263,55 @@ def test_reset_and_appends_keep_the_cache_bounded():
     assert (cache.offsets[1:] - cache.offsets[:-1]).tolist() == [6, 6]
     layer.reset_kv_cache()
     assert layer.kv_cache is None and layer.k_cache is None
+
+
+def _truncated_stack(c, Lp, seed, lower=None, upper=None):
+    from ultra_hstu_plugin.modules.truncation import TruncatedSTU
+
+    lower = lower or dict(k1=4, k2=2)
+    upper = upper or dict(k1=3, k2=1)
+    low, low_layers = _layers(1, c, seed, **lower)
+    up, up_layers = _layers(2, c, seed + 1, **upper)
+    trunc = TruncatedSTU(up, truncated_seq_len=Lp, is_inference=True, contextual_seq_len=c)
+    stack = STUStack(stu_list=[*low_layers, trunc], is_inference=True).eval()
+    return stack, trunc, up_layers
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    c=st.sampled_from([0, 2]),
+    Lp=st.sampled_from([3, 8]),
+    history=st.lists(st.integers(1, 20), min_size=1, max_size=3),
+    M=st.integers(1, 4),
+    mode=st.sampled_from(["window", "history"]),
+    seed=st.integers(0, 2**16),
+)
+def test_truncated_stack_cached_scoring_equals_full_recompute(c, Lp, history, M, mode, seed):
+    stack, trunc, upper = _truncated_stack(
+        c,
+        Lp,
+        seed,
+        lower=dict(k1=4, k2=2, target_mode=mode),
+        upper=dict(k1=3, k2=1, target_mode=mode),
+    )
+    got, want = _run(stack, c, history, 0, M, seed)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for layer in upper:  # the upper caches hold the kept tokens: at most contextual + L'
+        kept = layer.kv_cache.lengths
+        assert torch.equal(kept, torch.tensor([c + min(h, Lp) for h in history]))
+
+
+def test_truncated_stack_refuses_appends_and_missing_cache():
+    stack, trunc, _ = _truncated_stack(1, 4, 0)
+    delta = torch.randn(6, DIM)
+    with pytest.raises(KVCacheError, match="TruncatedSTU.cached_forward called with no KV cache"):
+        trunc.cached_forward(delta_x=delta, num_targets=torch.full((2,), 3))
+    n = torch.tensor([9, 5])
+    with torch.inference_mode():
+        stack(x=torch.randn(14, DIM), x_lengths=n, x_offsets=_offsets(n), max_seq_len=12,
+              num_targets=torch.zeros(2, dtype=torch.long), kv_caching_lengths=n)  # fmt: skip
+        with pytest.raises(NotImplementedError, match="user 1: num_targets=1 < 3 new rows"):
+            stack.cached_forward(delta_x=delta, num_targets=torch.tensor([3, 1]))
+        with pytest.raises(NotImplementedError, match="appending rows to the upper layers' cache"):
+            trunc.cached_forward(delta_x=delta, num_targets=torch.full((2,), 3),
+                                 kv_caching_lengths=n + 3)  # fmt: skip
