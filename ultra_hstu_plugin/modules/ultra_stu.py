@@ -124,6 +124,11 @@ class UltraHSTULayer(STULayer):
     (``"cublas"``, with GR's Triton LayerNorm and LayerNorm-mul-dropout kernels around them)
     or through GR's ``hstu_compute_uqvk`` / ``hstu_compute_output`` as they are
     (``"gr_triton"``); see :data:`PROJECTION_GEMMS`.
+
+    KV cache: GR's interface (``forward(..., kv_caching_lengths=...)`` fills it,
+    ``cached_forward`` runs new rows against it), stored SLA-bounded: the prefix and the last
+    ``k1`` history rows per user (:mod:`ultra_hstu_plugin.modules.kv_cache` has the layout and
+    the size formula); ``kv_cache`` / ``set_kv_cache`` / ``kv_cache_bytes_per_user`` expose it.
     """
 
     def __init__(
