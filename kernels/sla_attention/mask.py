@@ -115,6 +115,62 @@ class SLAMaskSpec:
         return self.k2
 
 
+def sla_visible(
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    lengths: torch.Tensor,
+    spec: SLAMaskSpec,
+    num_targets: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The SLA mask at given positions: whether row ``rows`` attends to column ``cols``.
+
+    ``rows``, ``cols``: int64 positions ``[B, R, 1]`` / ``[B, 1, C]`` (any broadcastable
+    ``[B, ., .]`` shapes), ``lengths`` / ``num_targets``: ``[B]`` of the sequences they belong
+    to.  Positions at or beyond a sequence's length give False.  :func:`sla_mask` is this
+    function on all positions; the delta-query attention (KV cache) evaluates it on the new
+    rows and the cached columns only, so both follow one definition.
+    """
+    device = lengths.device
+    B = lengths.numel()
+    c = spec.contextual_seq_len
+    L = lengths.to(torch.int64).view(B, 1, 1)
+    T = (
+        num_targets.to(device=device, dtype=torch.int64).view(B, 1, 1)
+        if num_targets is not None
+        else torch.zeros(B, 1, 1, dtype=torch.int64, device=device)
+    )
+    rows = rows.to(torch.int64)
+    cols = cols.to(torch.int64)
+    num_non_targets = L - T  # contextual + history
+    max_id = num_non_targets - (c - 1 if c > 0 else 0)
+
+    def ids(pos: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.clamp(pos - c + 1, min=0) if c > 0 else pos, max_id)
+
+    row_ids, col_ids = ids(rows), ids(cols)
+    d = row_ids - col_ids
+    diag = rows == cols
+    causal = diag | (d > 0)
+    visible = d > 0 if spec.k1 == 0 else (d > 0) & (d <= spec.k1)
+    if spec.prefix_len > 0:
+        visible = visible | ((cols < spec.prefix_len) & (d > 0))
+    if spec.full_attn_tail > 0:
+        tail_rows = row_ids >= (max_id - spec.full_attn_tail)
+        visible = visible | (tail_rows & (d > 0))
+    mask = causal & (visible | diag)
+
+    is_history_col = cols < num_non_targets
+    if c > 0:
+        contextual_row = row_ids == 0
+        sees_user = (col_ids < max_id) | diag
+        mask = torch.where(contextual_row, sees_user, mask)
+    if spec.target_mode == "history":
+        candidate_row = rows >= num_non_targets
+        mask = torch.where(candidate_row, is_history_col | diag, mask)
+    in_seq = (rows >= 0) & (rows < L) & (cols >= 0) & (cols < L)
+    return mask & in_seq
+
+
 def sla_mask(
     lengths: torch.Tensor,
     max_len: int,
@@ -126,46 +182,8 @@ def sla_mask(
     Rows and columns at or beyond a sequence's length are False.  Simple and dense on
     purpose: this is the definition the kernels are tested against.
     """
-    device = lengths.device
-    lengths = lengths.to(torch.int64)
     B = lengths.numel()
-    c = spec.contextual_seq_len
-    pos = torch.arange(max_len, device=device, dtype=torch.int64).view(1, -1)  # [1, N]
-    T = (
-        num_targets.to(device=device, dtype=torch.int64).view(-1, 1)
-        if num_targets is not None
-        else torch.zeros(B, 1, dtype=torch.int64, device=device)
-    )
-    L = lengths.view(-1, 1)
-    num_non_targets = L - T  # contextual + history
-
-    ids = torch.clamp(pos - c + 1, min=0) if c > 0 else pos.expand(B, -1)
-    max_id = num_non_targets - (c - 1 if c > 0 else 0)
-    ids = torch.minimum(ids.expand(B, -1), max_id)  # [B, N]
-
-    row_ids = ids.view(B, -1, 1)
-    col_ids = ids.view(B, 1, -1)
-    d = row_ids - col_ids  # [B, N, N]
-    rows = pos.view(1, -1, 1)
-    cols = pos.view(1, 1, -1)
-
-    causal = (rows == cols) | (d > 0)
-    visible = d > 0 if spec.k1 == 0 else (d > 0) & (d <= spec.k1)
-    if spec.prefix_len > 0:
-        visible = visible | ((cols < spec.prefix_len) & (d > 0))
-    if spec.full_attn_tail > 0:
-        tail_rows = row_ids >= (max_id.view(B, 1, 1) - spec.full_attn_tail)
-        visible = visible | (tail_rows & (d > 0))
-    mask = causal & (visible | (rows == cols))
-
-    is_history_col = cols < num_non_targets.view(B, 1, 1)
-    if c > 0:
-        contextual_row = row_ids == 0
-        sees_user = (col_ids < max_id.view(B, 1, 1)) | (rows == cols)
-        mask = torch.where(contextual_row, sees_user, mask)
-    if spec.target_mode == "history":
-        candidate_row = rows >= num_non_targets.view(B, 1, 1)
-        mask = torch.where(candidate_row, is_history_col | (rows == cols), mask)
-
-    in_seq = pos.view(1, -1) < L  # [B, N]
-    return mask & in_seq.view(B, -1, 1) & in_seq.view(B, 1, -1)
+    pos = torch.arange(max_len, device=lengths.device, dtype=torch.int64)
+    rows = pos.view(1, -1, 1).expand(B, -1, -1)
+    cols = pos.view(1, 1, -1).expand(B, -1, -1)
+    return sla_visible(rows, cols, lengths, spec, num_targets)

@@ -28,6 +28,7 @@ import torch
 
 from ultra_hstu_plugin.host import STU
 from ultra_hstu_plugin.kernels.jagged import jagged_index
+from ultra_hstu_plugin.modules.kv_cache import KVCacheError
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class TruncatedSTU(STU):
         self.upper = stu  # the upper (truncated) stack
         self.truncated_seq_len = truncated_seq_len
         self.contextual_seq_len = contextual_seq_len
+        self._kv_users: Optional[int] = None  # users of the cache (None: no cache yet)
 
     def extra_repr(self) -> str:
         return f"truncated_seq_len={self.truncated_seq_len}, contextual={self.contextual_seq_len}"
@@ -120,16 +122,21 @@ class TruncatedSTU(STU):
         kv_caching_lengths: Optional[torch.Tensor] = None,
         plan: Optional[TruncationPlan] = None,
     ) -> torch.Tensor:
-        if kv_caching_lengths is not None or max_kv_caching_len != 0:
-            raise NotImplementedError("TruncatedSTU does not support KV caching yet")
         if plan is None:
             plan = self.plan(x_lengths, x_offsets, num_targets)
+        upper_kv: dict = {}
+        max_len = plan.max_len
+        if kv_caching_lengths is not None:
+            max_len, upper_kv = self._fill_plan(
+                plan, x_lengths, max_seq_len, max_kv_caching_len, kv_caching_lengths
+            )
         kept = self.upper(
             x=x.index_select(0, plan.rows),
             x_lengths=plan.lengths,
             x_offsets=plan.offsets,
-            max_seq_len=plan.max_len,
+            max_seq_len=max_len,
             num_targets=num_targets,
+            **upper_kv,
         )
         return x.index_copy(0, plan.rows, kept)
 
@@ -140,4 +147,72 @@ class TruncatedSTU(STU):
         max_kv_caching_len: int = 0,
         kv_caching_lengths: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        raise NotImplementedError("TruncatedSTU does not support KV-cached inference yet")
+        """GR's ``cached_forward`` for the upper stack: every new row must be a candidate
+        (candidates are always kept, so they are the upper layers' new rows too) and the cache
+        is not appended to.  Appending events is not implemented: the kept window of the last
+        L' history tokens slides, which changes the upper layers' positions, prefix and
+        normalisation; recompute the user instead."""
+        B = self._kv_users
+        if B is None:
+            raise KVCacheError(
+                "TruncatedSTU.cached_forward called with no KV cache: run forward(..., "
+                "kv_caching_lengths=...) first"
+            )
+        if kv_caching_lengths is not None:
+            raise NotImplementedError(
+                "TruncatedSTU.cached_forward with kv_caching_lengths (appending rows to the upper "
+                "layers' cache) is not implemented: the kept last-L' window slides, changing the "
+                "upper layers' positions and prefix; score candidates only, or recompute"
+            )
+        if B == 0 or delta_x.shape[0] % B:
+            raise KVCacheError(
+                f"delta_x has {delta_x.shape[0]} rows for the {B} cached users: cached_forward "
+                "takes the same number of new rows per user"
+            )
+        delta = delta_x.shape[0] // B
+        targets = torch.zeros(B, dtype=torch.int64) if num_targets is None else num_targets.cpu()
+        short = torch.nonzero(targets < delta)
+        if short.numel():
+            b = int(short[0, 0])
+            raise NotImplementedError(
+                f"user {b}: num_targets={int(targets[b])} < {delta} new rows: new history rows "
+                "in a truncated stack's cached call are not implemented (the kept last-L' "
+                "window would slide); only candidates can be scored against the cache"
+            )
+        return self.upper.cached_forward(delta_x=delta_x, num_targets=num_targets)
+
+    def _fill_plan(
+        self,
+        plan: TruncationPlan,
+        x_lengths: torch.Tensor,
+        max_seq_len: int,
+        max_kv_caching_len: int,
+        kv_caching_lengths: torch.Tensor,
+    ) -> tuple[int, dict]:
+        """Upper-stack arguments of a cache-filling forward.
+
+        The upper layers cache the kept rows among each user's first
+        ``kv_caching_lengths[b]`` (at most contextual + L' + cached candidates).  The headroom
+        the caller declares beyond the longest sequence (``max_seq_len`` over the longest
+        ``x_lengths``, as GR's cached calls normalise by ``max_kv_caching_len + new rows``)
+        carries over to the upper layers' ``max_seq_len``, so that their HSTU normaliser is the
+        one a full recompute with the new rows would use."""
+        lengths = x_lengths.to(torch.int64)
+        n = kv_caching_lengths.to(device=lengths.device, dtype=torch.int64)
+        dropped = lengths - plan.lengths
+        c = self.contextual_seq_len
+        # kept positions are [0, c) and [c + dropped, L): those before n[b]
+        upper_n = torch.where(n <= c, n, torch.clamp(n - dropped, min=c))
+        longest, longest_cached, longest_upper = 0, 0, 0
+        if lengths.numel():  # one host transfer
+            longest, longest_cached, longest_upper = (
+                int(v) for v in torch.stack([lengths.max(), n.max(), upper_n.max()]).tolist()
+            )
+        headroom = max(max_seq_len - longest, 0)
+        upper_max_kv = 0
+        if max_kv_caching_len:
+            upper_max_kv = longest_upper + max(max_kv_caching_len - longest_cached, 0)
+        self._kv_users = lengths.numel()
+        return plan.max_len + headroom, dict(
+            max_kv_caching_len=upper_max_kv, kv_caching_lengths=upper_n
+        )

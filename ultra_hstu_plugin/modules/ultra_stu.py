@@ -42,7 +42,19 @@ from ultra_hstu_plugin.kernels.fp8_gemm import (
 )
 from ultra_hstu_plugin.kernels.fp8_gemm.autograd import LayerNormFn
 from ultra_hstu_plugin.kernels.jagged import check_jagged_offsets
-from ultra_hstu_plugin.kernels.sla_attention import SLAMaskSpec, sla_attention
+from ultra_hstu_plugin.kernels.sla_attention import (
+    SLAMaskSpec,
+    cache_prefix_len,
+    delta_sla_attention,
+    sla_attention,
+)
+from ultra_hstu_plugin.modules.kv_cache import (
+    KVCacheError,
+    SLAKVCache,
+    append_rows,
+    fill_cache,
+    with_new_rows,
+)
 
 logger = logging.getLogger(__name__)
 # The projections' GEMM on HammerKernel.TRITON: "cublas" (torch.addmm, as GR itself does on
@@ -112,6 +124,11 @@ class UltraHSTULayer(STULayer):
     (``"cublas"``, with GR's Triton LayerNorm and LayerNorm-mul-dropout kernels around them)
     or through GR's ``hstu_compute_uqvk`` / ``hstu_compute_output`` as they are
     (``"gr_triton"``); see :data:`PROJECTION_GEMMS`.
+
+    KV cache: GR's interface (``forward(..., kv_caching_lengths=...)`` fills it,
+    ``cached_forward`` runs new rows against it), stored SLA-bounded: the prefix and the last
+    ``k1`` history rows per user (:mod:`ultra_hstu_plugin.modules.kv_cache` has the layout and
+    the size formula); ``kv_cache`` / ``set_kv_cache`` / ``kv_cache_bytes_per_user`` expose it.
     """
 
     def __init__(
@@ -355,24 +372,25 @@ class UltraHSTULayer(STULayer):
         max_kv_caching_len: int = 0,
         kv_caching_lengths: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        if kv_caching_lengths is not None or max_kv_caching_len != 0:
-            raise NotImplementedError(
-                "UltraHSTULayer does not support KV caching yet; use GR's STULayer for "
-                "cached inference"
-            )
         kernel = self.hammer_kernel()
         backend = backend_for(kernel, x.device)  # the one dispatch point, device check included
         self._check_inputs(x, x_lengths, x_offsets, max_seq_len, num_targets)
-        fp8 = self._use_fp8(x)
-        if fp8:
-            uvqk = functools.partial(
-                self._uvqk_fp8, backend=backend_for(kernel, x.device, "fp8_gemm")
-            )
-        else:
-            uvqk = self._uvqk
+        fp8, uvqk = self._uvqk_for(x)
         u, q, k, v = self._maybe_checkpoint(
             self._recompute_uvqk or self._recompute_normed_x, uvqk, x
         )
+        if kv_caching_lengths is not None:
+            self._set_kv_cache(
+                fill_cache(
+                    self._cache_template(),
+                    k,
+                    v,
+                    x_offsets,
+                    num_targets if self._target_aware else None,
+                    max_kv_caching_len,
+                    kv_caching_lengths,
+                )
+            )
         attn = sla_attention(
             q,
             k,
@@ -384,6 +402,22 @@ class UltraHSTULayer(STULayer):
             num_targets=num_targets if self._target_aware else None,
             backend=backend,
         ).reshape(-1, self._hidden_dim * self._num_heads)
+        return self._finish(attn, u, x, fp8, backend)
+
+    def _uvqk_for(self, x: torch.Tensor) -> tuple[bool, Callable[..., object]]:
+        fp8 = self._use_fp8(x)
+        if fp8:
+            kernel = self.hammer_kernel()
+            return fp8, functools.partial(
+                self._uvqk_fp8, backend=backend_for(kernel, x.device, "fp8_gemm")
+            )
+        return fp8, self._uvqk
+
+    def _finish(
+        self, attn: torch.Tensor, u: torch.Tensor, x: torch.Tensor, fp8: bool, backend: str
+    ) -> torch.Tensor:
+        """The gated output block after the attention (shared by the full and cached paths)."""
+        kernel = self.hammer_kernel()
         # GR's Triton output kernel recomputes y itself when asked; elsewhere checkpoint.
         if fp8 and self._fused_fp8_output():
             return self._output_fp8_fused(attn, u, x, backend)
@@ -429,6 +463,73 @@ class UltraHSTULayer(STULayer):
     def set_debug_checks(self, enabled: bool) -> None:
         self._debug_checks = enabled
 
+    # ----------------------------------------------------------------------------------
+    # KV cache (GR's interface; layout and size formula: modules/kv_cache.py)
+    # ----------------------------------------------------------------------------------
+
+    def reset_kv_cache(self) -> None:
+        super().reset_kv_cache()
+        self._sla_kv_cache: Optional[SLAKVCache] = None
+
+    @property
+    def kv_cache(self) -> Optional[SLAKVCache]:
+        """This layer's cache (None until a forward with ``kv_caching_lengths``)."""
+        return self._sla_kv_cache
+
+    def set_kv_cache(self, cache: Optional[SLAKVCache]) -> None:
+        """Install a cache (e.g. one saved from this layer earlier); refused when another
+        mask or shape built it."""
+        if cache is not None:
+            self._check_cache_configuration(cache)
+        self._set_kv_cache(cache)
+
+    def kv_cache_bytes_per_user(self) -> torch.Tensor:
+        """``[B]`` bytes of cached keys + values per user (modules/kv_cache.py's formula)."""
+        return self._require_cache().bytes_per_user()
+
+    def _cache_template(self) -> SLAKVCache:
+        empty = torch.empty(0)
+        return SLAKVCache(
+            spec=self.sla, num_heads=self._num_heads, attention_dim=self._attention_dim,
+            hidden_dim=self._hidden_dim, k=empty, v=empty, offsets=empty, lengths=empty,
+            kept_ends=empty, max_len=0,
+        )  # fmt: skip
+
+    def _set_kv_cache(self, cache: Optional[SLAKVCache]) -> None:
+        self._sla_kv_cache = cache
+        # GR's attributes, for code that inspects them (rows are the kept rows)
+        if cache is None:
+            super().reset_kv_cache()
+            return
+        self.k_cache = cache.k.flatten(1, 2)
+        self.v_cache = cache.v.flatten(1, 2)
+        self.kv_caching_offsets = cache.offsets
+        self.max_kv_caching_len = cache.max_len
+
+    def _check_cache_configuration(self, cache: SLAKVCache) -> None:
+        mine = self._cache_template().configuration()
+        if cache.configuration() != mine:
+            names = ("spec", "num_heads", "attention_dim", "hidden_dim")
+            diffs = [
+                f"{name}: cache {a} vs layer {b}"
+                for name, a, b in zip(names, cache.configuration(), mine)
+                if a != b
+            ]
+            raise KVCacheError(
+                "the KV cache was built with another configuration (" + "; ".join(diffs) + "); "
+                "call reset_kv_cache() and refill it with forward(..., kv_caching_lengths=...)"
+            )
+
+    def _require_cache(self) -> SLAKVCache:
+        cache = self._sla_kv_cache
+        if cache is None:
+            raise KVCacheError(
+                "cached_forward called with no KV cache: run forward(..., kv_caching_lengths=...) "
+                "first to cache each user's rows"
+            )
+        self._check_cache_configuration(cache)
+        return cache
+
     def cached_forward(
         self,
         delta_x: torch.Tensor,
@@ -436,4 +537,69 @@ class UltraHSTULayer(STULayer):
         max_kv_caching_len: int = 0,
         kv_caching_lengths: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        raise NotImplementedError("UltraHSTULayer does not support KV-cached inference yet")
+        """GR's ``cached_forward``: the new rows ``delta_x`` (``[B * delta, dim]``, ``delta``
+        per user) against the cache; ``num_targets[b]`` counts candidates of the full sequence
+        (cache + new rows).  With ``kv_caching_lengths``, the first ``kv_caching_lengths[b]``
+        rows of cache + new rows become the cache (GR's ``update_kv_cache``)."""
+        cache = self._require_cache()
+        B = cache.batch_size
+        if delta_x.dim() != 2 or delta_x.shape[1] != self._embedding_dim:
+            raise ValueError(
+                f"delta_x must be [rows, {self._embedding_dim}], got {tuple(delta_x.shape)}"
+            )
+        if B == 0 or delta_x.shape[0] % B:
+            raise KVCacheError(
+                f"delta_x has {delta_x.shape[0]} rows for the {B} cached users: cached_forward "
+                "takes the same number of new rows per user (GR's padded delta)"
+            )
+        delta = delta_x.shape[0] // B
+        c = self.sla.contextual_seq_len
+        short = torch.nonzero(cache.lengths < max(1, c))
+        if short.numel():
+            b = int(short[0, 0])
+            raise KVCacheError(
+                f"user {b} has no usable KV cache: kv_caching_lengths={int(cache.lengths[b])}, "
+                f"needs >= {max(1, c)} (every contextual token cached; contextual rows see the "
+                "whole history, so they cannot be new rows)"
+            )
+        if self._target_aware and (num_targets is None or num_targets.numel() != B):
+            got = None if num_targets is None else tuple(num_targets.shape)
+            raise KVCacheError(f"num_targets must be [B={B}] for the cached users, got {got}")
+        kernel = self.hammer_kernel()
+        backend = backend_for(kernel, delta_x.device)
+        fp8, uvqk = self._uvqk_for(delta_x)
+        u, q, k, v = uvqk(delta_x)
+        k_all, v_all, kv_offsets = with_new_rows(cache, k, v, delta)
+        nt = num_targets if self._target_aware else None
+        q_offsets = torch.arange(B + 1, device=delta_x.device, dtype=torch.int64) * delta
+        attn = delta_sla_attention(
+            q,
+            k_all.to(q.dtype),
+            v_all.to(q.dtype),
+            q_offsets,
+            kv_offsets,
+            cache.lengths,
+            cache.kept_ends,
+            max_seq_len=cache.max_len + delta,  # GR's construct_full_kv
+            max_delta_len=delta,
+            alpha=self._attn_alpha,
+            spec=self.sla,
+            num_targets=nt,
+            cache_prefix=cache_prefix_len(self.sla),
+            backend=backend,
+            debug_checks=self._debug_checks,
+        ).reshape(-1, self._hidden_dim * self._num_heads)
+        if kv_caching_lengths is not None:
+            self._set_kv_cache(
+                append_rows(
+                    cache,
+                    k_all,
+                    v_all,
+                    kv_offsets,
+                    delta,
+                    nt,
+                    max_kv_caching_len,
+                    kv_caching_lengths,
+                )  # fmt: skip
+            )
+        return self._finish(attn, u, delta_x, fp8, backend)

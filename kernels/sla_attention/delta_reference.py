@@ -1,0 +1,114 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Delta-query SLA attention (KV-cached inference): the layout and the PyTorch reference.
+
+Queries are the *new* rows of each user (candidates, or newly appended events); keys and
+values are that user's *kept* cached rows followed by the new rows.  The mask is
+:func:`~.mask.sla_visible` evaluated at the rows' and columns' positions in the user's
+*full* (logical) sequence ``[cached rows | new rows]`` of length ``L_b = n_b + M_b``, so the
+result equals the new rows of the full attention (``sla_attention_reference`` on the whole
+sequence) whenever the dropped cached rows are invisible to the new rows.
+
+Layout of user ``b`` (all jagged, ``[sum, H, dim]``)::
+
+    q rows   q_offsets[b] .. q_offsets[b+1]     M_b new rows, positions n_b .. n_b + M_b - 1
+    kv rows  kv_offsets[b] .. kv_offsets[b+1]   R_b kept cached rows, then the M_b new rows
+
+    kept cached row i (i < R_b) has position   i                     if i < cache_prefix
+                                               i + (e_b - R_b)       otherwise
+
+with ``n_b = cache_lengths[b]`` (cached rows, kept or not: where the new rows start) and
+``e_b = kept_ends[b] <= n_b`` (one past the last kept cached position; cached rows at
+``[e_b, n_b)`` are cached candidates, which no later row can see, so the cache drops them).
+A compacted cache therefore keeps positions ``[0, cache_prefix)`` and the last
+``R_b - cache_prefix`` positions before ``e_b``; a full cache has ``R_b = e_b`` (no gap).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ultra_hstu_plugin.kernels.jagged import jagged_index
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec, sla_visible
+
+
+def kept_cache_positions(
+    index: torch.Tensor, kept_rows: torch.Tensor, kept_ends: torch.Tensor, cache_prefix: int
+) -> torch.Tensor:
+    """Positions of kept cached rows ``index`` (< ``kept_rows``, broadcast with it)."""
+    return torch.where(index < cache_prefix, index, index + (kept_ends - kept_rows))
+
+
+def delta_positions(
+    q_offsets: torch.Tensor,
+    kv_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    kept_ends: torch.Tensor,
+    cache_prefix: int,
+    total_kv: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(user, position in the full sequence) of every kv row of the delta layout."""
+    new_rows = (q_offsets[1:] - q_offsets[:-1]).to(torch.int64)
+    kv_rows = (kv_offsets[1:] - kv_offsets[:-1]).to(torch.int64)
+    user, i = jagged_index(kv_rows, total_kv)
+    kept = (kv_rows - new_rows)[user]
+    n = cache_lengths.to(torch.int64)[user]
+    cached = kept_cache_positions(i, kept, kept_ends.to(torch.int64)[user], cache_prefix)
+    return user, torch.where(i < kept, cached, n + (i - kept))
+
+
+def delta_sla_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_offsets: torch.Tensor,
+    kv_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    kept_ends: torch.Tensor,
+    max_seq_len: int,
+    alpha: float,
+    spec: SLAMaskSpec,
+    num_targets: Optional[torch.Tensor] = None,
+    cache_prefix: int = 0,
+) -> torch.Tensor:
+    """q ``[sum M, H, D]``, k ``[sum (R + M), H, D]``, v ``[sum (R + M), H, Dv]`` ->
+    ``[sum M, H, Dv]``: ``silu(alpha q k^T) / max_seq_len * mask @ v`` per user and head.
+
+    ``num_targets[b]``: candidates at the end of user b's *full* sequence (cached + new).
+    Padded and dense over ``[M_max, (R + M)_max]`` only (never the full ``L x L``).
+    """
+    total_q, H, D = q.shape
+    Dv = v.shape[2]
+    B = q_offsets.numel() - 1
+    new_rows = (q_offsets[1:] - q_offsets[:-1]).to(torch.int64)
+    kv_rows = (kv_offsets[1:] - kv_offsets[:-1]).to(torch.int64)
+    Mq = int(new_rows.max()) if B > 0 else 0
+    Mk = int(kv_rows.max()) if B > 0 else 0
+    qb, qi = jagged_index(new_rows, total_q)
+    kb, ki = jagged_index(kv_rows, k.shape[0])
+
+    def pad(x: torch.Tensor, b: torch.Tensor, i: torch.Tensor, n: int) -> torch.Tensor:
+        out = x.new_zeros(B, n, x.shape[1], x.shape[2])
+        out[b, i] = x
+        return out.transpose(1, 2)  # [B, H, n, *]
+
+    pq, pk, pv = pad(q, qb, qi, Mq), pad(k, kb, ki, Mk), pad(v, kb, ki, Mk)
+    n = cache_lengths.to(torch.int64).view(B, 1, 1)
+    kept = (kv_rows - new_rows).view(B, 1, 1)
+    rows = torch.arange(Mq, device=q.device).view(1, -1, 1)
+    cols = torch.arange(Mk, device=q.device).view(1, 1, -1)
+    row_pos = n + rows
+    col_pos = torch.where(
+        cols < kept,
+        kept_cache_positions(cols, kept, kept_ends.to(torch.int64).view(B, 1, 1), cache_prefix),
+        n + (cols - kept),
+    )
+    lengths = cache_lengths.to(torch.int64) + new_rows
+    mask = sla_visible(row_pos, col_pos, lengths, spec, num_targets)
+    mask = mask & (rows < new_rows.view(B, 1, 1)) & (cols < kv_rows.view(B, 1, 1))
+    scores = F.silu(torch.einsum("bhxd,bhyd->bhxy", pq, pk) * alpha) / max_seq_len
+    scores = scores * mask.unsqueeze(1).to(scores.dtype)
+    out = torch.einsum("bhxy,bhyv->bhxv", scores, pv)  # [B, H, Mq, Dv]
+    return out.transpose(1, 2)[qb, qi].reshape(total_q, H, Dv)

@@ -1,0 +1,188 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""Triton forward kernel for delta-query SLA attention (KV-cached inference).
+
+Layout and semantics: :mod:`.delta_reference`.  One program owns (user, head, block of new
+rows) and walks that user's kv rows (kept cache, then new rows) in ``BLOCK_N`` tiles,
+evaluating the full kernel's element-wise mask (``_sla_visible``, the same formula as
+``sla_mask``) on the rows' and columns' positions in the full sequence.  A bounded cache
+holds only keys the new rows can see (prefix + last k1), so there is no tile skipping
+beyond the causal end: a block of non-contextual rows stops at its last row's own column.
+
+Forward only (inference).  Tiles are fixed (no autotuning yet: not tuned on a GPU).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ultra_hstu_plugin.kernels.ops import triton_interpreting
+from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
+from ultra_hstu_plugin.kernels.sla_attention.triton_kernels import (
+    _common_args,
+    _sla_visible,
+    _tanh,
+    _unit_stride,
+)
+
+# Untuned GPU tiles (no GPU has run this kernel yet); small tiles in the interpreter.
+_GPU_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2}
+_INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
+
+
+@triton.jit
+def _clamped_range(offsets, off_b, TOTAL):
+    start = tl.load(offsets + off_b).to(tl.int64)
+    end = tl.load(offsets + off_b + 1).to(tl.int64)
+    start = tl.minimum(tl.maximum(start, 0), TOTAL)
+    end = tl.minimum(tl.maximum(end, start), TOTAL)
+    return start, (end - start).to(tl.int32)
+
+
+@triton.jit
+def _delta_sla_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    q_offsets,
+    kv_offsets,
+    cache_lengths,
+    kept_ends,
+    num_targets,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_ot,
+    stride_oh,
+    alpha,
+    scale,
+    H,
+    K1,
+    PREFIX,
+    CTX,
+    TAIL,
+    CACHE_PREFIX,
+    TOTAL_Q,
+    TOTAL_KV,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    HAS_TARGETS: tl.constexpr,
+    HAS_CTX: tl.constexpr,
+    HAS_TAIL: tl.constexpr,
+    HISTORY_MODE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    off_bh = tl.program_id(0)
+    off_b = off_bh // H
+    off_h = off_bh % H
+    q_start, M = _clamped_range(q_offsets, off_b, TOTAL_Q)
+    kv_start, NKV = _clamped_range(kv_offsets, off_b, TOTAL_KV)
+    m0 = tl.program_id(1) * BLOCK_M
+    if m0 >= M:
+        return
+    n_cache = tl.load(cache_lengths + off_b).to(tl.int32)
+    kept_end = tl.load(kept_ends + off_b).to(tl.int32)
+    R = tl.maximum(NKV - M, 0)  # kept cached rows
+    L = n_cache + M  # the full sequence
+    if HAS_TARGETS:
+        NN = tl.minimum(tl.maximum(L - tl.load(num_targets + off_b).to(tl.int32), 0), L)
+    else:
+        NN = L
+    shift = kept_end - R
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D)
+    offs_dv = tl.arange(0, DV)
+    idx_m = m0 + offs_m
+    rows = n_cache + idx_m
+    Q_ptr = Q + q_start * stride_qt + off_h * stride_qh
+    K_ptr = K + kv_start * stride_kt + off_h * stride_kh
+    V_ptr = V + kv_start * stride_vt + off_h * stride_vh
+    q = tl.load(Q_ptr + idx_m[:, None] * stride_qt + offs_d[None, :], mask=idx_m[:, None] < M,
+                other=0.0)  # fmt: skip
+    # Non-contextual new rows are causal: nothing past the block's last row is visible.
+    end = tl.where(n_cache >= CTX, tl.minimum(NKV, R + m0 + BLOCK_M), NKV)
+    half_alpha = alpha * 0.5
+    acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
+    for n0 in range(0, end, BLOCK_N):
+        idx_n = n0 + offs_n
+        cached_pos = tl.where(idx_n < CACHE_PREFIX, idx_n, idx_n + shift)
+        cols = tl.where(idx_n < R, cached_pos, n_cache + idx_n - R)
+        in_kv = idx_n[:, None] < NKV
+        k = tl.load(K_ptr + idx_n[:, None] * stride_kt + offs_d[None, :], mask=in_kv, other=0.0)
+        v = tl.load(V_ptr + idx_n[:, None] * stride_vt + offs_dv[None, :], mask=in_kv, other=0.0)
+        h = tl.dot(q, tl.trans(k), input_precision=PRECISION) * half_alpha
+        p = h + h * _tanh(h, FAST_MATH)
+        vis = _sla_visible(
+            rows[:, None], cols[None, :], NN, K1, PREFIX, CTX, TAIL,
+            HAS_TARGETS, HAS_CTX, HAS_TAIL, HISTORY_MODE,
+        )  # fmt: skip
+        p = tl.where(vis & (idx_n[None, :] < NKV), p, 0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+    acc = acc * scale
+    O_ptr = Out + q_start * stride_ot + off_h * stride_oh
+    tl.store(
+        O_ptr + idx_m[:, None] * stride_ot + offs_dv[None, :],
+        acc.to(Out.dtype.element_ty),
+        mask=idx_m[:, None] < M,
+    )
+
+
+def delta_sla_attention_triton_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_offsets: torch.Tensor,
+    kv_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    kept_ends: torch.Tensor,
+    max_seq_len: int,
+    max_delta_len: int,
+    alpha: float,
+    spec: SLAMaskSpec,
+    num_targets: Optional[torch.Tensor] = None,
+    cache_prefix: int = 0,
+    config: Optional[dict] = None,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Launcher (inputs assumed validated, see ``delta_sla_attention``).  ``config`` pins
+    ``BLOCK_M``/``BLOCK_N``; ``out`` lets tests pass a NaN-poisoned buffer."""
+    if q.dtype == torch.bfloat16 and triton_interpreting():
+        # the interpreter multiplies bf16 tiles wrongly (see triton_kernels._interpreter_bf16)
+        res = delta_sla_attention_triton_fwd(
+            q.float(), k.float(), v.float(), q_offsets, kv_offsets, cache_lengths, kept_ends,
+            max_seq_len, max_delta_len, alpha, spec, num_targets, cache_prefix, config,
+        )  # fmt: skip
+        return res.to(q.dtype) if out is None else out.copy_(res)
+    q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
+    total, H, _ = q.shape
+    if out is None:
+        out = torch.empty(total, H, v.shape[2], dtype=q.dtype, device=q.device)
+    B = q_offsets.numel() - 1
+    if total == 0 or B == 0 or max_delta_len == 0:
+        return out
+    scalars, flags = _common_args(q, v, q_offsets, num_targets, max_seq_len, alpha, spec)
+    alpha_, scale, H_, k1, prefix, ctx, tail = scalars[:7]
+    flags = {key: flags[key] for key in ("D", "DV", "HAS_TARGETS", "HAS_CTX", "HAS_TAIL",
+                                          "HISTORY_MODE", "PRECISION", "FAST_MATH")}  # fmt: skip
+    if config is None:
+        config = _INTERPRET_CONFIG if triton_interpreting() else _GPU_CONFIG
+    nt = num_targets if num_targets is not None else cache_lengths
+    grid = (B * H, triton.cdiv(max_delta_len, config["BLOCK_M"]))
+    _delta_sla_fwd_kernel[grid](
+        q, k, v, out, q_offsets, kv_offsets, cache_lengths, kept_ends, nt,
+        *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:2],
+        alpha_, scale, H_, k1, prefix, ctx, tail, cache_prefix, total, k.shape[0],
+        **flags, **config,
+    )  # fmt: skip
+    return out
