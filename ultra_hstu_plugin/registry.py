@@ -17,7 +17,9 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, List, Optional
 
 ENTRY_POINT_GROUP = "generative_recommenders.plugins"
-KINDS = ("encoder", "backend", "quantizer", "sampler", "dataset")
+# "encoder": the ranking path's STU stacks (make_ultra_model.encoder); "retrieval_encoder":
+# GR research trainer modules (train_fn.main_module), a different interface.
+KINDS = ("encoder", "retrieval_encoder", "backend", "quantizer", "sampler", "dataset")
 
 
 class UnknownComponentError(KeyError):
@@ -138,7 +140,7 @@ def register_builtin_components(registry: Registry) -> None:
         origin,
     )
     r(
-        "encoder",
+        "retrieval_encoder",
         "ULTRA-HSTU",
         "retrieval: GR's research HSTU with SLA + truncation (train_fn.main_module)",
         "ultra_hstu_plugin.retrieval.encoder:ultra_hstu_encoder",
