@@ -10,6 +10,9 @@ from typing import Optional
 from ultra_hstu_plugin.kernels.fp8_gemm.variants import VARIANTS as FP8_GEMM_VARIANTS
 from ultra_hstu_plugin.kernels.sla_attention.mask import TARGET_MODES
 
+# The bf16 layers' projection GEMM on HammerKernel.TRITON (see modules/ultra_stu.py).
+PROJECTION_GEMMS = ("cublas", "gr_triton")
+
 # With streams these fields would be ignored; the value each must keep (its default).
 STREAM_IGNORED_FIELDS = {
     "num_truncated_layers": 0,
@@ -114,9 +117,9 @@ class UltraHSTUEncoderConfig:
                 f"ULTRA-HSTU encoder: fp8_gemm_variant must be one of {FP8_GEMM_VARIANTS}, "
                 f"got {self.fp8_gemm_variant!r}"
             )
-        if self.projection_gemm not in ("cublas", "gr_triton"):
+        if self.projection_gemm not in PROJECTION_GEMMS:
             raise ValueError(
-                "ULTRA-HSTU encoder: projection_gemm must be 'cublas' or 'gr_triton', got "
+                f"ULTRA-HSTU encoder: projection_gemm must be one of {PROJECTION_GEMMS}, got "
                 f"{self.projection_gemm!r}"
             )
         if not isinstance(self.recompute_truncated_layers, bool):

@@ -48,6 +48,7 @@ from ultra_hstu_plugin.kernels.sla_attention import (
     delta_sla_attention,
     sla_attention,
 )
+from ultra_hstu_plugin.modules.encoder_config import PROJECTION_GEMMS
 from ultra_hstu_plugin.modules.kv_cache import (
     KVCacheError,
     SLAKVCache,
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 # AMD and Blackwell) or "gr_triton" (GR's Triton addmm).  On an H200, cuBLAS was faster at
 # every encoder shape (1.2x at 65536 x 512 x 2048, 2-5x at the truncated layers' few thousand
 # rows) and costs the host ~13 us a call against ~80 us (benchmarks/results/host_overhead*).
-PROJECTION_GEMMS = ("cublas", "gr_triton")
+# The choices, PROJECTION_GEMMS, live with the (GR-free) encoder config.
 # SiLU of u inside GR's LayerNorm-mul-dropout kernels (silu_u + mul_u_activation_type="silu").
 # Off: the first GPU run of the fusion passed silu_u alone, which SiLUs only the concatenated
 # copy of u, and the fixed version has not run on a GPU yet
