@@ -63,11 +63,12 @@ logger = logging.getLogger(__name__)
 # every encoder shape (1.2x at 65536 x 512 x 2048, 2-5x at the truncated layers' few thousand
 # rows) and costs the host ~13 us a call against ~80 us (benchmarks/results/host_overhead*).
 # The choices, PROJECTION_GEMMS, live with the (GR-free) encoder config.
-# SiLU of u inside GR's LayerNorm-mul-dropout kernels (silu_u + mul_u_activation_type="silu").
-# Off: the first GPU run of the fusion passed silu_u alone, which SiLUs only the concatenated
-# copy of u, and the fixed version has not run on a GPU yet
-# (integration_tests/test_fp8_layer.py::test_silu_u_inside_the_norm_equals_silu_before_it_on_gpu).
-FUSE_SILU_U = False
+# SiLU of u inside GR's LayerNorm-mul-dropout kernels (silu_u + mul_u_activation_type="silu"):
+# one kernel and its backward fewer a layer.  Checked on an H200 against SiLU-before-the-norm
+# and the whole layer on PYTORCH, forward and backward
+# (integration_tests/test_fp8_layer.py::test_silu_u_inside_the_norm_equals_silu_before_it_on_gpu,
+# ::test_triton_layer_matches_the_pytorch_layer_on_gpu).
+FUSE_SILU_U = True
 _fp8_fallback_logged = False
 
 # GR's fused LayerNorm-mul-dropout pair, which the FP8 output block runs around its GEMM.
@@ -198,8 +199,7 @@ class UltraHSTULayer(STULayer):
 
     def _silu_in_norm(self) -> bool:
         """``u`` leaves ``_uvqk`` before its SiLU, which GR's norm kernels then apply (one
-        kernel and its backward fewer a layer).  Off until measured right on a GPU: see
-        FUSE_SILU_U."""
+        kernel and its backward fewer a layer): see FUSE_SILU_U."""
         return FUSE_SILU_U and self._cublas_output()
 
     def _uvqk(
