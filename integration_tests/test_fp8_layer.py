@@ -293,10 +293,15 @@ def test_fp8_layer_train_step_close_to_bf16_on_gpu():
 @needs_cuda
 @pytest.mark.parametrize("recompute_y", [False, True])
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
-@pytest.mark.parametrize("silu_u", [False, True])
-def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout, silu_u):
+def test_cublas_output_equals_gr_on_gpu(recompute_y, dropout):
     # hstu_output(gemm="cublas"): GR's HSTUComputeOutputFunction with the forward GEMM through
     # torch.addmm: the same kernels, seed and backward; the forward within bf16 GEMM rounding.
+    # silu_u=False only: at db1bf8f GR's HSTUComputeOutputFunction does not pass
+    # mul_u_activation_type to its forward norm kernel, so its silu_u SiLUs only the
+    # concatenated copy of u (rel. error 0.19 against ours on an H200).  Ours applies it to
+    # the product too, as the PyTorch layer does; that is checked by
+    # test_silu_u_inside_the_norm_equals_silu_before_it_on_gpu and the layer test below.
+    silu_u = False
     from generative_recommenders.ops.triton.triton_hstu_linear import HSTUComputeOutputFunction
 
     attn, u, x, nw, nb, w = _output_inputs(
