@@ -25,11 +25,13 @@ BENCHMARKS = {
     "layer": "ultra_hstu_plugin.bench.layer",
     "lbsl": "ultra_hstu_plugin.bench.lbsl",
     "scaling": "ultra_hstu_plugin.bench.scaling",
+    "inference": "ultra_hstu_plugin.bench.inference",
 }
 # One line each for `ultra-hstu bench --help`, written here so that the help imports none
 # of the benchmarks (they import torch and triton).
 BENCHMARK_HELP = {
     "fp8_gemm": "FP8 rowwise GEMM with fused 2D bias vs bf16 addmm and torch._scaled_mm (GPU, sm89+)",
+    "inference": "one user's candidates: full recompute vs KV-cached scoring, ours vs GR's cache (GPU)",
     "int4_embedding": "embedding table bytes and lookup latency, fp16 vs INT4 (CPU; GPU: --gpu-only)",
     "lbsl": "load imbalance over ranks: no sampling vs stochastic length vs LBSL (CPU simulator)",
     "layer": "one ULTRA-HSTU layer's train step, bf16 vs fp8 (GPU)",

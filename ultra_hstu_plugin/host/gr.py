@@ -11,7 +11,8 @@ this file only, so that when GR renames one, one function changes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple
+import contextlib
+from typing import TYPE_CHECKING, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 
@@ -51,6 +52,60 @@ def gr_checkout_root() -> str:
     import generative_recommenders
 
     return os.path.dirname(os.path.dirname(os.path.abspath(generative_recommenders.__file__)))
+
+
+# --- GR's KV cache (STULayer.forward(kv_caching_lengths=...) / cached_forward) ---
+
+
+def gr_kv_cache_unavailable(device: str) -> Optional[str]:
+    """Why GR's KV cache cannot run on ``device``, or None.  GR's ``_update_kv_cache`` and
+    ``_construct_full_kv`` call fbgemm's ``asynchronous_complete_cumsum`` and (through GR's
+    PyTorch jagged split/concat, whatever the layer's kernel) ``jagged_to_padded_dense`` on
+    the cache's device: a GPU machine without CUDA fbgemm has neither."""
+    try:
+        import fbgemm_gpu  # noqa: F401 - registers torch.ops.fbgemm
+    except Exception:  # noqa: BLE001 - absent, or a build that does not load: probed below
+        pass
+    try:
+        lengths = torch.tensor([2, 3], dtype=torch.int64, device=device)
+        offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths)
+        torch.ops.fbgemm.jagged_to_padded_dense(
+            values=torch.zeros(5, 2, device=device),
+            offsets=[offsets],
+            max_lengths=[3],
+            padding_value=0.0,
+        )
+        if device == "cuda":
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - any failure means the same: no GR cache here
+        first = (str(e).splitlines() or [""])[0][:200]
+        return (
+            "GR's KV cache calls fbgemm's asynchronous_complete_cumsum / jagged_to_padded_dense, "
+            f"not usable on {device}: {type(e).__name__}: {first}"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def contiguous_gr_cached_attention() -> Iterator[None]:
+    """GR's ``STULayer.cached_forward`` with its attention output made contiguous.
+
+    Why: on HammerKernel.PYTORCH with one user (B = 1), GR's ``pytorch_cached_hstu_mha``
+    returns ``einsum(...).transpose(1, 2).reshape(...)``, which for B = 1 is a strided view,
+    and ``cached_forward`` then calls ``.view(-1, H * V)`` on it, which raises.  A copy
+    changes no value; GR's Triton path returns a fresh tensor (a no-op there)."""
+    from generative_recommenders.modules import stu
+
+    original = stu.delta_hstu_mha
+
+    def contiguous(*args: object, **kwargs: object) -> torch.Tensor:
+        return original(*args, **kwargs).contiguous()
+
+    stu.delta_hstu_mha = contiguous
+    try:
+        yield
+    finally:
+        stu.delta_hstu_mha = original
 
 
 # --- The GR attributes the plugin reaches into, named in this file only. ---
@@ -160,9 +215,11 @@ __all__ = [
     "STULayerConfig",
     "STUStack",
     "action_encoder_of",
+    "contiguous_gr_cached_attention",
     "embedding_collection_of",
     "gr_addmm",
     "gr_checkout_root",
+    "gr_kv_cache_unavailable",
     "hstu_compute_output",
     "hstu_compute_uqvk",
     "input_preprocessor_of",

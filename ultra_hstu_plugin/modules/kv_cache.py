@@ -89,6 +89,9 @@ class SLAKVCache:
     rows' first position); ``kept_ends`` ``[B]``: cached non-candidate rows; ``max_len``:
     GR's ``max_kv_caching_len`` (``cached_forward`` normalises by ``max_len + new rows``).
     ``spec``, ``num_heads``, ``attention_dim``, ``hidden_dim``: what built it.
+    ``host_lengths``: ``lengths`` on the host (read when the cache is built, which reads them
+    anyway), so that a cached call's checks need no device read: on CUDA that read would
+    synchronise every call and make the call impossible to capture in a CUDA graph.
     """
 
     spec: SLAMaskSpec
@@ -101,6 +104,7 @@ class SLAKVCache:
     lengths: torch.Tensor
     kept_ends: torch.Tensor
     max_len: int
+    host_lengths: Optional[torch.Tensor] = None
 
     @property
     def batch_size(self) -> int:
@@ -177,7 +181,7 @@ def _new(template, k, v, user, n, kept_ends, max_len) -> SLAKVCache:
     return SLAKVCache(
         spec=template.spec, num_heads=template.num_heads, attention_dim=template.attention_dim,
         hidden_dim=template.hidden_dim, k=k.detach(), v=v.detach(), offsets=_offsets(kept),
-        lengths=n, kept_ends=kept_ends, max_len=max_len,
+        lengths=n, kept_ends=kept_ends, max_len=max_len, host_lengths=n.cpu(),
     )  # fmt: skip
 
 

@@ -170,8 +170,11 @@ class TruncatedSTU(STU):
                 "takes the same number of new rows per user"
             )
         delta = delta_x.shape[0] // B
-        targets = torch.zeros(B, dtype=torch.int64) if num_targets is None else num_targets.cpu()
-        short = torch.nonzero(targets < delta)
+        # An O(B) check on the host, so on CUDA it is skipped like the layers' O(B) checks:
+        # reading num_targets there would synchronise every call and make the call
+        # impossible to capture in a CUDA graph (ultra-hstu bench inference replays it).
+        targets = torch.zeros(B, dtype=torch.int64) if num_targets is None else num_targets
+        short = torch.nonzero(targets < delta) if targets.device.type == "cpu" else targets[:0]
         if short.numel():
             b = int(short[0, 0])
             raise NotImplementedError(

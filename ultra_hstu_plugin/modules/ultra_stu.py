@@ -555,11 +555,14 @@ class UltraHSTULayer(STULayer):
             )
         delta = delta_x.shape[0] // B
         c = self.sla.contextual_seq_len
-        short = torch.nonzero(cache.lengths < max(1, c))
+        # the host copy: a device read here would synchronise every call (and CUDA-graph
+        # capture of the cached call, ultra-hstu bench inference, forbids it)
+        lengths = cache.lengths if cache.host_lengths is None else cache.host_lengths
+        short = torch.nonzero(lengths < max(1, c))
         if short.numel():
             b = int(short[0, 0])
             raise KVCacheError(
-                f"user {b} has no usable KV cache: kv_caching_lengths={int(cache.lengths[b])}, "
+                f"user {b} has no usable KV cache: kv_caching_lengths={int(lengths[b])}, "
                 f"needs >= {max(1, c)} (every contextual token cached; contextual rows see the "
                 "whole history, so they cannot be new rows)"
             )
