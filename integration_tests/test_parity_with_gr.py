@@ -1,6 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """Our semantics pinned to GR's: layer outputs, gradients and masks, float32, PYTORCH kernel."""
 
+import pytest
 import torch
 from generative_recommenders.common import HammerKernel
 from generative_recommenders.modules.stu import STULayer, STULayerConfig
@@ -14,6 +15,10 @@ from hypothesis import strategies as st
 from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec, sla_mask
 from ultra_hstu_plugin.kernels.sla_attention.reference import sla_attention_reference
 from ultra_hstu_plugin.modules.ultra_stu import UltraHSTULayer
+
+# In the GPU machine's selection too (benchmarks/gpu_integration_tests.sh): there GR's
+# PyTorch references run with the CUDA fbgemm build; the tensors stay on the CPU.
+pytestmark = pytest.mark.gpu
 
 
 @st.composite

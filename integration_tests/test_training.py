@@ -9,19 +9,21 @@ import torch
 
 from ultra_hstu_plugin.config import metrics_file_name
 
-from .conftest import run_cli
+from .conftest import TEST_DEVICE, run_cli
 
 SMOKE = "gin_configs/ml100k_smoke_cpu.gin"
 
 
-def _train(tmp_path, ml100k_dir, *extra, mode="train-eval", nproc=1, gin=SMOKE, name="run"):
+def _train(
+    tmp_path, ml100k_dir, *extra, mode="train-eval", nproc=1, gin=SMOKE, name="run", device=None
+):
     out = tmp_path / name
     args = [
         "train",
         "--gin",
         gin,
         "--device",
-        "cpu",
+        device or TEST_DEVICE,
         "--mode",
         mode,
         "--nproc",
@@ -38,9 +40,14 @@ def _train(tmp_path, ml100k_dir, *extra, mode="train-eval", nproc=1, gin=SMOKE, 
     return json.loads((out / metrics_file_name(mode)).read_text())  # eval-only: eval_metrics.json
 
 
+@pytest.mark.gpu
 def test_few_hundred_steps_beat_the_constant_predictor(tmp_path, ml100k_dir):
     m = _train(tmp_path, ml100k_dir, "train_loop.num_batches=250")
     assert m["train_steps"] == 250
+    assert m["device"] == TEST_DEVICE
+    # time to first step (autotuning included) and the later steps' rate, in the summary
+    assert 0 < m["first_step_seconds"] < m["train_seconds"] + 1
+    assert m["steps_per_second"] > 0
     ne = m["eval"]["metric/lifetime_ne/rating"]
     assert math.isfinite(ne) and ne < 1.0, ne  # 1.0 = NE of the label-rate constant
     assert m["eval"]["metric/lifetime_gauc_num_samples/rating"] > 1000
@@ -56,14 +63,20 @@ AGREE = (
 
 
 def test_two_processes_agree_with_one_on_the_same_global_batch(tmp_path, ml100k_dir):
-    one = _train(tmp_path, ml100k_dir, *AGREE, "RunSettings.batch_size=32", name="one")
-    two = _train(tmp_path, ml100k_dir, *AGREE, "RunSettings.batch_size=16", nproc=2, name="two")
+    # gloo on CPU always: two processes need two GPUs on CUDA
+    one = _train(
+        tmp_path, ml100k_dir, *AGREE, "RunSettings.batch_size=32", name="one", device="cpu"
+    )
+    two = _train(
+        tmp_path, ml100k_dir, *AGREE, "RunSettings.batch_size=16", nproc=2, name="two", device="cpu"
+    )
     assert two["world_size"] == 2 and one["world_size"] == 1
     for key in ("metric/lifetime_ne/rating", "metric/lifetime_accuracy/rating"):
         a, b = one["eval"][key], two["eval"][key]
         assert abs(a - b) < 5e-3, (key, a, b)
 
 
+@pytest.mark.gpu
 def test_checkpoint_save_load_gives_identical_eval(tmp_path, ml100k_dir):
     first = _train(
         tmp_path,
@@ -85,6 +98,7 @@ def test_checkpoint_save_load_gives_identical_eval(tmp_path, ml100k_dir):
         assert again["eval"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
+@pytest.mark.gpu
 def test_gr_hstu_baseline_runs_through_the_same_launcher(tmp_path, ml100k_dir):
     m = _train(
         tmp_path,

@@ -15,7 +15,14 @@ from ultra_hstu_plugin.registry import KINDS, UnknownComponentError
 
 # Errors that mean "the user asked for something wrong"; anything else is a bug and
 # keeps its traceback.  ImportError covers HostNotInstalledError (GR missing).
-USER_ERRORS = (ValueError, FileNotFoundError, UnknownComponentError, ImportError)
+# FloatingPointError: a non-finite training loss (train/curves.py, NonFiniteLossError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    UnknownComponentError,
+    ImportError,
+    FloatingPointError,
+)
 
 # Named after the concept each measures, as the kernel packages, tests and result files are.
 BENCHMARKS = {

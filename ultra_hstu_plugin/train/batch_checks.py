@@ -10,6 +10,10 @@ sequence fits ``max_seq_len`` (contextual + history + candidates); candidates wi
 ``max_num_candidates``; the features of one sequence agree on its length; ids within their
 embedding tables.  Errors name the split, the batch, the sample and the feature.
 
+Before that, the first batch's feature names are compared with every name the model's
+configuration reads (:class:`FeatureNames`): a dataset or a gin binding that renames a
+feature fails there, naming it, instead of as a ``KeyError`` deep in GR's preprocessor.
+
 Batches are GR's ``Samples`` (two torchrec ``KeyedJaggedTensor``s); only their public
 methods (``keys``, ``lengths``, ``offsets``, ``values``) are used, so nothing here imports
 the host libraries.
@@ -18,7 +22,7 @@ the host libraries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -154,15 +158,126 @@ def check_batch(sample: Any, limits: BatchLimits, where: str) -> None:
         )
 
 
+class FeatureMismatchError(BatchCheckError):
+    """The batches' feature names differ from those the model's configuration reads."""
+
+
+@dataclass(frozen=True)
+class FeatureNames:
+    """Every feature name the model reads, per KJT, with what reads it.
+
+    ``uih``/``candidates``: name -> the ``DlrmHSTUConfig`` fields (or embedding tables) that
+    name it; ``tables``: names an embedding table looks up, found in either KJT (GR merges
+    the two before the lookup).  ``source`` says where the names came from (dataset, gin
+    bindings), for the error message.
+    """
+
+    uih: Dict[str, Tuple[str, ...]]
+    candidates: Dict[str, Tuple[str, ...]]
+    tables: Dict[str, Tuple[str, ...]]
+    source: str = ""
+
+    @classmethod
+    def from_config(
+        cls, hstu_config: Any, tables: Mapping[str, Any], source: str = ""
+    ) -> FeatureNames:
+        uih: Dict[str, List[str]] = {}
+        cand: Dict[str, List[str]] = {}
+
+        def need(where: Dict[str, List[str]], name: str, reader: str) -> None:
+            if name:  # GR leaves optional names empty
+                where.setdefault(name, []).append(reader)
+
+        for n in hstu_config.hstu_uih_feature_names:
+            need(uih, n, "hstu_uih_feature_names")
+        for n in dict(hstu_config.contextual_feature_to_max_length):
+            need(uih, n, "contextual_feature_to_max_length")
+        for field_name in (
+            "uih_post_id_feature_name",
+            "uih_action_time_feature_name",
+            "uih_weight_feature_name",
+        ):
+            need(uih, getattr(hstu_config, field_name, ""), field_name)
+        for n in hstu_config.hstu_candidate_feature_names:
+            need(cand, n, "hstu_candidate_feature_names")
+        for field_name in (
+            "candidates_querytime_feature_name",
+            "candidates_weight_feature_name",
+            "candidates_watchtime_feature_name",
+        ):
+            need(cand, getattr(hstu_config, field_name, ""), field_name)
+        for left, right in getattr(hstu_config, "merge_uih_candidate_feature_mapping", ()) or ():
+            need(uih, left, "merge_uih_candidate_feature_mapping")
+            need(cand, right, "merge_uih_candidate_feature_mapping")
+        table_readers: Dict[str, List[str]] = {}
+        for name, t in tables.items():
+            for f in t.feature_names:
+                table_readers.setdefault(f, []).append(f"embedding table {name!r}")
+
+        def frozen(d: Dict[str, List[str]]) -> Dict[str, Tuple[str, ...]]:
+            return {k: tuple(dict.fromkeys(v)) for k, v in d.items()}
+
+        return cls(frozen(uih), frozen(cand), frozen(table_readers), source)
+
+
+def check_feature_names(sample: Any, names: FeatureNames, where: str) -> None:
+    """Raise :class:`FeatureMismatchError` naming every feature the model reads that the
+    batch lacks, and, as the likely other half of a rename, the batch's features that only
+    a feature list (or nothing) names.  Extra features alone are fine: GR's own MovieLens
+    dataset yields ``dummy_query_time``, which nothing reads."""
+    uih_keys = list(sample.uih_features_kjt.keys())
+    cand_keys = list(sample.candidates_features_kjt.keys())
+    missing: Dict[str, List[str]] = {}
+    for part, keys, wanted in (
+        ("history", uih_keys, names.uih),
+        ("candidate", cand_keys, names.candidates),
+    ):
+        for name, readers in wanted.items():
+            if name not in keys:
+                missing.setdefault(f"{part} feature {name!r}", []).extend(readers)
+    for name, readers in names.tables.items():
+        if name not in uih_keys and name not in cand_keys:
+            key = next((k for k in missing if k.endswith(f" {name!r}")), f"feature {name!r}")
+            missing.setdefault(key, []).extend(readers)
+    if not missing:
+        return
+    lists = ("hstu_uih_feature_names", "hstu_candidate_feature_names")
+    readers_of: Dict[str, List[str]] = {}
+    for d in (names.uih, names.candidates, names.tables):
+        for k, v in d.items():
+            readers_of.setdefault(k, []).extend(v)
+    unused = [k for k in uih_keys + cand_keys if set(readers_of.get(k, ())) <= set(lists)]
+    msg = (
+        f"{where}: the batches lack {len(missing)} feature(s) the model reads: "
+        + "; ".join(f"{k} (read by {', '.join(dict.fromkeys(v))})" for k, v in missing.items())
+        + f". The batch has history features {uih_keys} and candidate features {cand_keys}"
+    )
+    if unused:
+        msg += f"; of these no embedding table or other field reads {unused}"
+    if names.source:
+        msg += f". Feature names come from {names.source}"
+    raise FeatureMismatchError(msg)
+
+
 class CheckedLoader:
     """A dataloader whose batches are checked on the CPU before GR's loop moves them.
 
-    Keeps the wrapped loader's attributes (GR's loops read ``sampler`` and ``batch_size``)."""
+    ``limits`` None: only the first batch's feature names are checked (``names``; cheap,
+    so the launcher does it even with ``RunSettings.check_batches = False``).  Keeps the
+    wrapped loader's attributes (GR's loops read ``sampler`` and ``batch_size``)."""
 
-    def __init__(self, loader: Any, limits: BatchLimits, split: str) -> None:
+    def __init__(
+        self,
+        loader: Any,
+        limits: Optional[BatchLimits],
+        split: str,
+        names: Optional[FeatureNames] = None,
+    ) -> None:
         self._loader = loader
         self._limits = limits
         self._split = split
+        self._names = names
+        self._names_checked = False
 
     def __len__(self) -> int:
         return len(self._loader)
@@ -172,5 +287,9 @@ class CheckedLoader:
 
     def __iter__(self) -> Iterator[Any]:
         for i, sample in enumerate(self._loader):
-            check_batch(sample, self._limits, f"{self._split} batch {i}")
+            if self._names is not None and not self._names_checked:
+                check_feature_names(sample, self._names, f"{self._split} batch {i}")
+                self._names_checked = True
+            if self._limits is not None:
+                check_batch(sample, self._limits, f"{self._split} batch {i}")
             yield sample

@@ -15,11 +15,18 @@ GR's ``train_loop`` and ``eval_loop`` keep running unchanged; what they see is
   ``train_loop``.  GR's loop computes the loss from ``forward``'s ``aux_losses`` but never
   hands it to the logger (it passes it only in the ``compute_and_log`` calls its
   ``metric_log_frequency`` test skips), so the wrapper is where the loss is visible.
+  It is also where a non-finite loss stops the run (:class:`NonFiniteLossError`), before
+  that step's backward and optimizer step, so the model stays at the last finite step.
+
+The logger also times the run: ``first_step_seconds`` (train start to the end of the
+first optimizer step, Triton autotuning and compilation included) and ``steps_per_second``
+over the later steps (:meth:`CurveMetricsLogger.train_timing`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,11 +37,64 @@ from tqdm import tqdm
 
 from ultra_hstu_plugin.host import MetricsLogger
 
+logger = logging.getLogger(__name__)
+
 # Always steps/s: tqdm's default flips to s/step below one step a second (CPU runs).
 BAR_FORMAT = (
     "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
     "[{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss was NaN or infinite; raised before that step's backward.
+
+    ``step``: the step whose loss was not finite; ``last_finite_step``: the one before
+    (the state the model is in); ``last_loss``/``last_metrics``: that step's loss per task
+    and the metrics of the last logged point."""
+
+    def __init__(
+        self,
+        step: int,
+        losses: Dict[str, float],
+        last_finite_step: int,
+        last_loss: Optional[Dict[str, float]],
+        last_metrics: Dict[str, float],
+        last_metrics_step: Optional[int],
+        note: str = "",
+    ) -> None:
+        self.step = step
+        self.losses = losses
+        self.last_finite_step = last_finite_step
+        self.last_loss = last_loss
+        self.last_metrics = last_metrics
+        self.last_metrics_step = last_metrics_step
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items())
+        msg = (
+            f"non-finite training loss at step {step} ({bad}); training stopped before its backward"
+        )
+        if last_loss is None:
+            msg += "; no earlier step in this run"
+        else:
+            loss = ", ".join(f"{k}={v:.6g}" for k, v in last_loss.items())
+            msg += f"; last finite step {last_finite_step}: loss {loss}"
+        if last_metrics:
+            shown = ", ".join(f"{k}={v:.6g}" for k, v in sorted(last_metrics.items()))
+            msg += f"; metrics at step {last_metrics_step}: {shown}"
+        self.note = note
+        super().__init__(msg + (f"; {note}" if note else ""))
+
+    def with_note(self, note: str) -> NonFiniteLossError:
+        """The same error with ``note`` (what happened to the checkpoint) appended."""
+        return NonFiniteLossError(
+            self.step,
+            self.losses,
+            self.last_finite_step,
+            self.last_loss,
+            self.last_metrics,
+            self.last_metrics_step,
+            note,
+        )
 
 
 class CurveMetricsLogger(MetricsLogger):
@@ -54,6 +114,7 @@ class CurveMetricsLogger(MetricsLogger):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self._device = torch.device(kwargs.get("device", "cpu"))  # GR's keeps no attribute
         if log_every_steps < 1:
             raise ValueError(f"log_every_steps must be >= 1, got {log_every_steps}")
         self.log_every_steps = log_every_steps
@@ -68,16 +129,83 @@ class CurveMetricsLogger(MetricsLogger):
         # load statistics of the sampler (train/sampled_loader.py) summed since the last point
         self._load_sum: Dict[str, float] = {}
         self._load_steps: Dict[str, int] = {}
+        # non-finite loss detection (add_losses) and what the error reports
+        self._last_finite: Optional[Dict[str, float]] = None
+        self._last_finite_step = 0
+        self.last_train_metrics: Dict[str, float] = {}
+        self._last_train_metrics_step: Optional[int] = None
+        # timing (mark_train_start / update / mark_train_end)
+        self._train_start: Optional[float] = None
+        self._first_step_end: Optional[float] = None
+        self._first_step_index: Optional[int] = None
+        self._train_end: Optional[float] = None
         self._bar: Optional[tqdm] = None
         if progress_total > 0:
             self._bar = tqdm(total=progress_total, desc="train", unit="step", bar_format=BAR_FORMAT)
 
     def add_losses(self, aux_losses: Dict[str, torch.Tensor]) -> None:
-        """Called by :func:`capturing_losses` with each training step's ``aux_losses``."""
-        for name, value in aux_losses.items():
-            value = value.detach().float()
+        """Called by :func:`capturing_losses` with each training step's ``aux_losses``.
+
+        Raises :class:`NonFiniteLossError` when one is NaN or infinite, before the step's
+        backward (it is called at the end of ``forward``).  That check reads the losses on
+        the host every step: free on CPU; on CUDA one more wait for the device in a forward
+        that already waits several times a step (GR's preprocessing reads
+        ``int(lengths.max())``), and the only way to stop before the optimizer applies a
+        non-finite gradient, so that the model (and a checkpoint of it) is still the last
+        finite step's.  Deferring it to the logged points would save that wait but let up
+        to ``log_every_steps - 1`` steps of NaN updates (and GR's periodic checkpoints)
+        through.  With several processes the verdict is all-reduced, so every rank stops at
+        the same step (one collective on a scalar).
+        """
+        values = {name: value.detach().float() for name, value in aux_losses.items()}
+        step = int(self.global_step["train"]) + 1
+        if values:
+            stacked = torch.stack([v.reshape(()) for v in values.values()])
+            finite = torch.isfinite(stacked).all().to(torch.int32)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                if torch.distributed.get_world_size() > 1:
+                    torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            host = stacked.cpu().tolist()
+            now = dict(zip(values, host))
+            if not bool(finite.item()):
+                raise NonFiniteLossError(
+                    step=step,
+                    losses=now,
+                    last_finite_step=step - 1,
+                    last_loss=self._last_finite,
+                    last_metrics=self.last_train_metrics,
+                    last_metrics_step=self._last_train_metrics_step,
+                )
+            self._last_finite = now
+            self._last_finite_step = step
+        for name, value in values.items():
             self._loss_sum[name] = self._loss_sum[name] + value if name in self._loss_sum else value
         self._loss_steps += 1
+
+    def mark_train_start(self) -> None:
+        """Start of the training loop: ``first_step_seconds`` counts from here."""
+        self._train_start = time.time()
+
+    def mark_train_end(self) -> None:
+        """End of the training loop (after waiting for the device)."""
+        self._sync_device()
+        self._train_end = time.time()
+
+    def _sync_device(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    def train_timing(self) -> Dict[str, float]:
+        """``first_step_seconds`` and ``steps_per_second`` (steps after the first)."""
+        out: Dict[str, float] = {}
+        if self._train_start is None or self._first_step_end is None:
+            return out
+        out["first_step_seconds"] = round(self._first_step_end - self._train_start, 3)
+        later = int(self.global_step["train"]) - int(self._first_step_index or 0)
+        if self._train_end is not None and later > 0:
+            elapsed = self._train_end - self._first_step_end
+            out["steps_per_second"] = round(later / elapsed, 3) if elapsed > 0 else float("inf")
+        return out
 
     def add_load_stats(self, scalars: Dict[str, float]) -> None:
         """One training step's load statistics; their means since the last point go into the
@@ -102,6 +230,17 @@ class CurveMetricsLogger(MetricsLogger):
             num_candidates=num_candidates,
             mode=mode,
         )
+        if mode == "train" and self._first_step_end is None and self._train_start is not None:
+            # GR calls update right after optimizer.step(); one wait here makes the time
+            # include the step's device work (first Triton autotuning and compilation too).
+            self._sync_device()
+            self._first_step_end = time.time()
+            self._first_step_index = int(self.global_step["train"])
+            logger.info(
+                "first training step done %.1f s after the loop started (autotuning and "
+                "compilation included)",
+                self._first_step_end - self._train_start,
+            )
         if mode == "train" and self._bar is not None:
             self._bar.update(1)
         if self.global_step[mode] % self.log_every_steps == 0:
@@ -133,6 +272,9 @@ class CurveMetricsLogger(MetricsLogger):
             load = {f"load/{k}": v / self._load_steps[k] for k, v in self._load_sum.items()}
             self._load_sum, self._load_steps = {}, {}
         computed = super().compute_and_log(mode=mode, additional_logs=logs or None)
+        if mode == "train":
+            self.last_train_metrics = {k: float(v) for k, v in computed.items()}
+            self._last_train_metrics_step = step
         if self._curves is not None:
             row: Dict[str, Any] = {
                 "mode": mode,
@@ -203,4 +345,4 @@ def planned_train_steps(
     return total
 
 
-__all__ = ["CurveMetricsLogger", "capturing_losses", "planned_train_steps"]
+__all__ = ["CurveMetricsLogger", "NonFiniteLossError", "capturing_losses", "planned_train_steps"]

@@ -52,9 +52,10 @@ from ultra_hstu_plugin.host import (
 )
 from ultra_hstu_plugin.model import dense_parameter_count, make_ultra_model
 from ultra_hstu_plugin.registry import discover
-from ultra_hstu_plugin.train.batch_checks import BatchLimits, CheckedLoader
+from ultra_hstu_plugin.train.batch_checks import BatchLimits, CheckedLoader, FeatureNames
 from ultra_hstu_plugin.train.curves import (
     CurveMetricsLogger,
+    NonFiniteLossError,
     capturing_losses,
     planned_train_steps,
 )
@@ -142,11 +143,13 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
         train_dl, eval_dl = make_dataloaders(
             hstu_config=hstu_config, settings=settings, rank=ctx.rank
         )
-        if settings.check_batches:
-            # On the CPU, before GR's loop moves a batch: the kernels do not check on GPUs.
-            limits = BatchLimits.from_config(hstu_config, tables)
-            train_dl = CheckedLoader(train_dl, limits, "train")
-            eval_dl = CheckedLoader(eval_dl, limits, "eval")
+        # On the CPU, before GR's loop moves a batch: the kernels do not check on GPUs.  The
+        # first batch's feature names are checked always (once, cheap); the structure and ids
+        # of every batch with check_batches.
+        limits = BatchLimits.from_config(hstu_config, tables) if settings.check_batches else None
+        names = FeatureNames.from_config(hstu_config, tables, source=_feature_source(settings))
+        train_dl = CheckedLoader(train_dl, limits, "train", names)
+        eval_dl = CheckedLoader(eval_dl, limits, "eval", names)
         out = Path(settings.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         training = settings.mode in ("train", "train-eval")
@@ -192,16 +195,34 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
         }
         start = time.time()
         if training:
-            with capturing_losses(model, metrics):
-                train_loop(
-                    rank=ctx.rank,
-                    model=model,
-                    dataloader=train_dl,
-                    optimizer=optimizer,
-                    metric_logger=metrics,
-                    device=ctx.device,
+            metrics.mark_train_start()
+            try:
+                with capturing_losses(model, metrics):
+                    train_loop(
+                        rank=ctx.rank,
+                        model=model,
+                        dataloader=train_dl,
+                        optimizer=optimizer,
+                        metric_logger=metrics,
+                        device=ctx.device,
+                    )
+            except NonFiniteLossError as e:
+                metrics.close_progress()
+                note = _stopped_on_non_finite_loss(
+                    e, settings, model, optimizer, metrics, ctx.rank, out
                 )
+                metrics.close()
+                raise e.with_note(note) from None
+            metrics.mark_train_end()
             summary["train_seconds"] = round(time.time() - start, 1)
+            summary.update(metrics.train_timing())
+            if "steps_per_second" in summary:
+                logger.info(
+                    "%d training steps: first step after %.1f s, then %.2f steps/s",
+                    int(metrics.global_step["train"]),
+                    summary["first_step_seconds"],
+                    summary["steps_per_second"],
+                )
             # the last point of the curve, when the run did not end on a multiple of N
             summary["train"] = {
                 k: float(v) for k, v in metrics.compute_and_log(mode="train").items()
@@ -236,6 +257,74 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             logger.info("wrote %s and %s", path, out / curves_file_name(settings.mode))
     finally:
         cleanup()
+
+
+def _stopped_on_non_finite_loss(
+    error: NonFiniteLossError,
+    settings: RunSettings,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    metrics: CurveMetricsLogger,
+    rank: int,
+    out: Path,
+) -> str:
+    """A NaN/inf loss stopped training: keep the last finite state; returns what was kept.
+
+    The error is raised before the bad step's backward, so the model and optimizer hold the
+    state after the last finite step, what a checkpoint at that step would hold.  With
+    ``RunSettings.save_checkpoint`` it is saved as ``checkpoints/<last finite step>`` (no
+    step of this run finished: nothing is saved); checkpoints already there (earlier steps,
+    GR's periodic ``save_dmp_checkpoint.path`` ones) are never touched, since each step has
+    its own folder.  Loading it and training on repeats the NaN (same data order), so lower
+    the learning rate or start from an earlier checkpoint.  ``metrics.json`` records the
+    failure (``stopped``) with the last finite loss and metrics; no eval runs.
+    """
+    checkpoint = None
+    step = error.last_finite_step
+    if settings.save_checkpoint and error.last_loss is not None:
+        save_dmp_checkpoint(
+            model=model,
+            optimizer=optimizer,
+            metric_logger=metrics,
+            rank=rank,
+            batch_idx=step,
+            path=str(out / "checkpoints"),
+        )
+        checkpoint = str(out / "checkpoints" / str(step))
+    if rank == 0:
+        summary = {
+            "dataset": settings.dataset,
+            "mode": settings.mode,
+            "output_dir": str(out),
+            "stopped": {
+                "reason": "non-finite training loss",
+                "step": error.step,
+                "losses": {k: str(v) for k, v in error.losses.items()},
+                "last_finite_step": step,
+                "last_finite_loss": error.last_loss,
+                "last_metrics_step": error.last_metrics_step,
+                "last_metrics": error.last_metrics,
+                "checkpoint": checkpoint,
+            },
+        }
+        (out / metrics_file_name(settings.mode)).write_text(
+            json.dumps(summary, indent=2, sort_keys=True)
+        )
+    if checkpoint:
+        return f"saved the last finite step's state as {checkpoint}"
+    if not settings.save_checkpoint:
+        return "no checkpoint saved (RunSettings.save_checkpoint = False)"
+    return "no checkpoint saved (no step of this run finished)"
+
+
+def _feature_source(settings: RunSettings) -> str:
+    """Where the model's feature names come from, for a feature mismatch's message."""
+    source = f"dataset {settings.dataset!r} (RunSettings.dataset)"
+    overrides = _bound_value("make_ultra_model.hstu_overrides", default=None) or {}
+    named = sorted(k for k in overrides if "feature" in k)
+    if named:
+        source += f" and the gin binding make_ultra_model.hstu_overrides ({', '.join(named)})"
+    return source
 
 
 def _planned_train_steps(batches_per_epoch: int) -> int:
