@@ -17,7 +17,7 @@ t0=$(date +%s)
 {
   nvidia-smi --query-gpu=name --format=csv,noheader
   python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  python -m pytest -q -p no:cacheprovider -m gpu -rfE integration_tests 2>&1 | tail -40
+  python -m pytest -q -p no:cacheprovider -m gpu -rfE integration_tests 2>&1 | tee "$out/gpu_pytest_full.txt" | tail -40
   echo "--- ML-100k smoke run on CUDA (300 steps)"
   python -m ultra_hstu_plugin.cli train --gin gin_configs/ml100k_smoke_cpu.gin --device cuda \
     --mode train --gin-param "make_dataloaders.data_dir='${ULTRA_HSTU_ML100K_DIR:-data}'" \
