@@ -377,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     """This benchmark's options (``ultra-hstu bench lbsl --help``)."""
     p = argparse.ArgumentParser(prog="ultra-hstu bench lbsl", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="directory for lbsl.json/md/png")
+    p.add_argument(
+        "--step-time",
+        action="store_true",
+        help="instead: measured train-step time vs the cost model on one GPU "
+        "(ultra_hstu_plugin/bench/lbsl_step_time.py; see --step-time --help)",
+    )
     p.add_argument("--quick", action="store_true", help="8 and 64 ranks, 10 steps (smoke run)")
     p.add_argument(
         "--ranks", type=int, nargs="+", default=[8, 64, 512], help="simulated rank counts"
@@ -411,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--step-time" in argv:  # the GPU step-time correlation: its own options
+        from ultra_hstu_plugin.bench import lbsl_step_time
+
+        return lbsl_step_time.main(argv)
     a = build_parser().parse_args(argv)
     run(a.out, a, argv)
     return 0

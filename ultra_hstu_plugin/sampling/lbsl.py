@@ -346,6 +346,9 @@ class StochasticLengthSampler(_RankSampler):
         return kept, {"phase": "sl", "target_cost": None}, None
 
 
+_no_level = {"target_quantile": None, "target_factor": None}
+
+
 class LBSLSampler(_RankSampler):
     """Load-balanced stochastic length over training steps.
 
@@ -370,7 +373,9 @@ class LBSLSampler(_RankSampler):
       A batch that even cut to the floor everywhere is above the target is an error (raised
       on every rank, naming the rank, the target and the batch's floor cost).  The stats'
       ``target_cost`` is the target the step trimmed toward (None during warm-up) and
-      ``target_quantile`` the quantile ``q`` it came from (None unless per-step).
+      ``target_quantile`` / ``target_factor`` the level it came from (``factor`` times the
+      ``quantile`` quantile of the ranks' costs, :func:`rank_quantile_level`; None unless
+      per-step).
 
     Where the remaining imbalance comes from: a rank whose whole batch is below the target
     is not trimmed and cannot be raised, so at a given fraction of tokens kept,
@@ -459,15 +464,15 @@ class LBSLSampler(_RankSampler):
             self._sl_costs.append(float(self.cost_model(sl).sum()))
         in_warmup = self.step < self.warmup_steps and not self.fixed_target
         if in_warmup:
-            return sl, {"phase": "warmup", "target_cost": None, "target_quantile": None}, None
+            return sl, {"phase": "warmup", "target_cost": None, **_no_level}, None
         assert self.target is not None
-        target, level = self.target, None
+        target, level = self.target, dict(_no_level)
         group = self._per_step()
         if group is not None and self.quantile is not None:
             # one scalar a rank: every rank gets the same costs, hence the same target
             mine = torch.tensor([float(self.cost_model(lengths).sum())], dtype=torch.float64)
             costs = _all_gather_rows(mine, group[1])[:, 0]
-            level = self.quantile[0]
+            level = {"target_quantile": self.quantile[0], "target_factor": self.quantile[1]}
             target = float(rank_quantile_target(costs, *self.quantile))
         error = None
         floor_cost = float(self.cost_model(lengths.clamp(max=self.floor)).sum())
@@ -478,7 +483,7 @@ class LBSLSampler(_RankSampler):
                 "trim can reach it; lower floor or raise target_cost/target_scale"
             )
         kept = choose_kept_lengths(lengths, target, self.cost_model, self.floor)
-        return kept, {"phase": "lbsl", "target_cost": target, "target_quantile": level}, error
+        return kept, {"phase": "lbsl", "target_cost": target, **level}, error
 
     def _observe(self, rows: torch.Tensor) -> Dict[str, Any]:
         if self.fixed_target:
