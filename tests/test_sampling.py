@@ -15,6 +15,11 @@ from ultra_hstu_plugin.sampling import (
     choose_kept_lengths,
     stochastic_length,
 )
+from ultra_hstu_plugin.sampling.lbsl import (
+    quantile_knob,
+    rank_quantile_level,
+    rank_quantile_target,
+)
 
 QUAD = AttentionCostModel()  # cost = L (L + 1) / 2
 
@@ -135,6 +140,35 @@ def test_sampler_refreshes_target():
     assert targets[-1] > targets[2]  # longer batches since: the refreshed target follows
 
 
+def test_rank_quantile_target_and_level_by_hand():
+    c = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0]], dtype=torch.float64)
+    # the 1/3 quantile of 4 values (linear interpolation) is the second one
+    assert rank_quantile_target(c, 1 / 3).tolist() == pytest.approx([2.0, 4.0])
+    assert rank_quantile_target(c, 0.0, 0.5).tolist() == pytest.approx([0.5, 1.0])
+    # trimmed to those: [1, 2, 2, 2] and [2, 4, 4, 4], mean 2.625
+    q, f = rank_quantile_level(c, 2.625)
+    assert q == pytest.approx(1 / 3, abs=1e-9) and f == 1.0
+    # below every step's cheapest rank: all ranks cut, the minimum scaled
+    q, f = rank_quantile_level(c, 0.75)  # 0.5 * min: [0.5]*4 and [1.0]*4
+    assert q == 0.0 and f == pytest.approx(0.5, abs=1e-9)
+    assert rank_quantile_level(c, 100.0) == (1.0, 1.0)  # nothing to trim
+    assert quantile_knob(0.25) == (0.0, 0.25) and quantile_knob(1.5) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="steps, ranks"):
+        rank_quantile_level(torch.ones(3), 1.0)
+
+
+def test_sampler_single_process_uses_the_mean_target():
+    # rank_quantile (the default) needs other ranks; alone it is the fixed mean target
+    g = torch.Generator().manual_seed(2)
+    s = LBSLSampler(QUAD, 4096, floor=8, warmup_steps=3, generator=g)
+    assert s.target_mode == "rank_quantile"
+    stats = [s(torch.randint(1, 4097, (8,), generator=g))[1] for _ in range(8)]
+    assert len({st["target_cost"] for st in stats[3:]}) == 1
+    assert all(st["target_quantile"] is None for st in stats)
+    with pytest.raises(ValueError, match="target_mode='median'"):
+        LBSLSampler(QUAD, 100, target_mode="median")
+
+
 def test_sampler_bad_inputs():
     with pytest.raises(ValueError, match="alpha=2.5"):
         LBSLSampler(QUAD, 100, alpha=2.5)
@@ -159,11 +193,34 @@ def test_sampler_registered():
 def test_bench_quick_writes_files_and_lbsl_balances(tmp_path):
     from ultra_hstu_plugin.bench import lbsl
 
-    assert lbsl.main(["--out", str(tmp_path), "--quick"]) == 0
+    assert lbsl.main(["--out", str(tmp_path), "--quick", "--bound-grid", "40"]) == 0
     for name in ("lbsl.json", "lbsl.md", "lbsl.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = json.loads((tmp_path / "lbsl.json").read_text())["rows"]
     syn = next(r for r in rows if r["source"].startswith("synthetic") and r["ranks"] == 64)
-    assert syn["lbsl"]["imbalance"] < syn["sl"]["imbalance"]
-    # tuned to keep about SL's tokens
-    assert abs(syn["lbsl"]["kept_fraction"] - syn["sl"]["kept_fraction"]) < 0.02
+    for key in ("lbsl", "lbsl_mean"):
+        assert syn[key]["imbalance"] < syn["sl"]["imbalance"]
+        # tuned to keep about SL's tokens, never fewer
+        assert syn["sl"]["kept_fraction"] <= syn[key]["kept_fraction"]
+        assert syn[key]["kept_fraction"] - syn["sl"]["kept_fraction"] < 0.002
+        d = syn[key]["diagnosis"]
+        assert d["deficit_untrimmed_share"] + d["deficit_granularity_share"] == pytest.approx(1)
+        # no policy at SL's kept fraction beats the bound
+        assert syn["bound"]["imbalance_lower_bound"] <= syn[key]["imbalance"] + 1e-9
+    # the per-step quantile target balances at least as well as the fixed one
+    assert syn["lbsl"]["imbalance"] <= syn["lbsl_mean"]["imbalance"]
+
+
+def test_step_time_statistics_by_hand():
+    from ultra_hstu_plugin.bench import lbsl_step_time as st
+
+    x = [1.0, 2.0, 3.0, 4.0]
+    assert st.pearson(x, [2.0, 4.0, 6.0, 8.0]) == pytest.approx(1.0)
+    assert st.pearson(x, [8.0, 6.0, 4.0, 2.0]) == pytest.approx(-1.0)
+    # monotone but not linear: Spearman 1, Pearson below 1
+    y = [1.0, 2.0, 3.0, 100.0]
+    assert st.spearman(x, y) == pytest.approx(1.0) and st.pearson(x, y) < 0.9
+    assert st._ranks([5.0, 1.0, 5.0]) == [2.5, 1.0, 2.5]  # ties share their mean rank
+    assert st.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # constant: undefined
+    fit = st.line_fit(x, [3.0, 5.0, 7.0, 9.0])
+    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(1.0)

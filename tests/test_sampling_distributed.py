@@ -19,6 +19,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -60,6 +61,16 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             generator=torch.Generator().manual_seed(rank),
         )
         res["balance"] = [s(long_tailed(BATCH, data))[1] for _ in range(STEPS)]
+        mean = LBSLSampler(
+            FLOPS,
+            max_len=4096,
+            floor=32,
+            warmup_steps=WARMUP,
+            refresh_every=8,
+            target_mode="mean",
+            generator=torch.Generator().manual_seed(rank),
+        )
+        res["mean"] = [mean(long_tailed(BATCH, data))[1] for _ in range(STEPS)]
         lengths = long_tailed(BATCH, data)
         alpha = 1.6 if rank == 0 else 1.5
         res["mismatch"] = _error(
@@ -96,8 +107,20 @@ def test_two_gloo_ranks(tmp_path):
         for s in (b0[i], b1[i]):
             assert s["cost"] <= s["target_cost"] * (1 + 1e-9)
             assert s["cost"] <= s["cost_unsampled"]
-    targets = {b0[i]["target_cost"] for i in after}
-    assert len(targets) > 1  # refreshed every 8 steps
+        # per step: the q quantile of the ranks' unsampled costs, the same q on both ranks
+        q, f = b0[i]["target_quantile"], b0[i]["target_factor"]
+        assert q is not None and (q, f) == (b1[i]["target_quantile"], b1[i]["target_factor"])
+        costs = torch.tensor([b0[i]["cost_unsampled"], b1[i]["cost_unsampled"]])
+        assert b0[i]["target_cost"] == pytest.approx(f * float(torch.quantile(costs, q)))
+    levels = [(b0[i]["target_quantile"], b0[i]["target_factor"]) for i in after]
+    assert all(levels[j] == levels[0] for j in range(8))  # fixed until the refresh...
+    assert len(set(levels)) > 1  # ...refreshed every 8 steps
+    # target_mode="mean": one target between refreshes, the same on both ranks
+    m0, m1 = r0["mean"], r1["mean"]
+    assert [m0[i]["target_cost"] for i in after] == [m1[i]["target_cost"] for i in after]
+    assert len({m0[i]["target_cost"] for i in range(WARMUP, WARMUP + 8)}) == 1
+    assert len({m0[i]["target_cost"] for i in after}) > 1
+    assert all(m0[i]["target_quantile"] is None for i in after)
     lbsl = sum(b0[i]["imbalance"] for i in after) / len(after)
     none = sum(b0[i]["imbalance_unsampled"] for i in after) / len(after)
     sl = sum(b0[i]["imbalance"] for i in range(WARMUP)) / WARMUP

@@ -111,8 +111,11 @@ class SamplerSettings:
     yields (``max_seq_len - max_num_candidates - #contextual features``).  LBSL only:
     ``floor`` (no history is cut below it), ``warmup_steps`` (plain SL steps that measure
     the target), ``refresh_every`` (steps between target refreshes, 0 = never),
-    ``target_scale`` (target = this times SL's mean cost over ranks) and ``target_cost``
-    (a fixed target, in the cost model's units; skips the warm-up).  The sampler's
+    ``target_scale`` (target level = this times SL's mean cost over ranks), ``target_mode``
+    ("rank_quantile": per step, the quantile of the ranks' batch costs that keeps that
+    level on the recorded steps, one scalar all-gathered a step; "mean": the level itself,
+    fixed between refreshes) and ``target_cost`` (a fixed target, in the cost model's
+    units; skips the warm-up).  The sampler's
     generator is seeded from ``RunSettings.seed + rank``.  ``cost_calibration`` (both):
     a ``lbsl_cost_calibration*.json`` written by ``python -m
     ultra_hstu_plugin.sampling.calibration`` from an encoder benchmark; its per-pair and
@@ -126,6 +129,7 @@ class SamplerSettings:
     refresh_every: int = 0
     target_scale: float = 1.0
     target_cost: Optional[float] = None
+    target_mode: str = "rank_quantile"
     cost_calibration: Optional[str] = None
 
 

@@ -99,6 +99,66 @@ def choose_kept_lengths(
     return torch.minimum(lengths, lo.clamp(min=floor).unsqueeze(-1))
 
 
+TARGET_MODES = ("rank_quantile", "mean")
+
+
+def rank_quantile_target(
+    rank_costs: torch.Tensor, quantile: float, factor: float = 1.0
+) -> torch.Tensor:
+    """The per-step target of ``target_mode="rank_quantile"``: ``factor`` times the
+    ``quantile`` quantile (linear interpolation) of each step's unsampled rank costs;
+    ``rank_costs`` is ``(..., ranks)``, the result ``(...)``."""
+    return factor * torch.quantile(rank_costs.to(torch.float64), float(quantile), dim=-1)
+
+
+def quantile_knob(x: float) -> Tuple[float, float]:
+    """``(quantile, factor)`` of one knob ``x`` in [0, 2], increasing and continuous in the
+    target: ``x <= 1`` is ``x`` times the cheapest rank's cost (every rank trimmed), ``x >= 1``
+    the ``x - 1`` quantile of the ranks' costs."""
+    x = min(max(float(x), 0.0), 2.0)
+    return (0.0, x) if x <= 1.0 else (x - 1.0, 1.0)
+
+
+def rank_quantile_level(
+    rank_costs: torch.Tensor, mean_cost: float, iters: int = 48
+) -> Tuple[float, float]:
+    """``(quantile, factor)`` at which trimming every step's ranks to
+    :func:`rank_quantile_target` keeps a mean rank cost of ``mean_cost``.
+
+    ``rank_costs`` is ``(steps, ranks)``: the unsampled batch cost of every rank on recorded
+    steps.  A rank trimmed to target ``T`` costs ``min(C, T)`` (up to whole tokens), so the
+    kept mean grows with the target; the smallest :func:`quantile_knob` that reaches
+    ``mean_cost`` is found by bisection (``factor < 1`` only when even the cheapest rank of
+    every step has to be cut; ``(1, 1)``: nothing is trimmed).  Why a quantile: with the
+    per-rank cap ``T_s`` of step ``s``, the step takes ``T_s`` and keeps
+    ``sum_i min(C_i, T_s)``, so lowering ``T_s`` by ``dT`` saves ``dT`` of step time for
+    ``(ranks cut) * dT`` of kept cost; spending a fixed budget of kept cost for the least
+    total step time equalises that rate, i.e. cuts the same fraction of ranks every step --
+    a fixed quantile of the step's rank costs.  A fixed target instead over-trims the light
+    steps (many ranks below it) and under-trims the heavy ones.  Deterministic: every rank
+    computes the same level from the same all-gathered costs."""
+    c = rank_costs.to(torch.float64)
+    if c.dim() != 2 or not c.numel():
+        raise ValueError(
+            f"rank_costs: expected a non-empty (steps, ranks) tensor, got {tuple(c.shape)}"
+        )
+
+    def kept_mean(x: float) -> float:
+        target = rank_quantile_target(c, *quantile_knob(x))
+        return float(torch.minimum(c, target.unsqueeze(-1)).mean())
+
+    if kept_mean(2.0) <= mean_cost:
+        return quantile_knob(2.0)
+    lo, hi = 0.0, 2.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if kept_mean(mid) < mean_cost:
+            lo = mid
+        else:
+            hi = mid
+    return quantile_knob(hi)
+
+
 def _process_group() -> Optional[Tuple[int, int]]:
     """(rank, world size) of the default process group, or None when there is none."""
     dist = torch.distributed
@@ -211,6 +271,11 @@ class _RankSampler:
         collectives on every rank whatever the error, so errors are returned, not raised."""
         raise NotImplementedError
 
+    def _observe(self, rows: torch.Tensor) -> Dict[str, Any]:
+        """Called on every rank after the step's all-gather (``rows``: one row per rank,
+        the same on every rank) with no error; returns extra stats."""
+        return {}
+
     def __call__(self, lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any]]:
         lengths = torch.as_tensor(lengths)
         group = self._group()
@@ -234,6 +299,7 @@ class _RankSampler:
         rows = row.unsqueeze(0) if group is None else _all_gather_rows(row, group[1])
         if bool(rows[:, _FAILED].any()):
             self._raise(error, rows, group)
+        extra = {**extra, **self._observe(rows)}
         total, total_all = float(row[_TOTAL]), float(rows[:, _TOTAL].sum())
         stats: Dict[str, Any] = {
             "step": self.step,
@@ -280,24 +346,47 @@ class StochasticLengthSampler(_RankSampler):
         return kept, {"phase": "sl", "target_cost": None}, None
 
 
+_no_level = {"target_quantile": None, "target_factor": None}
+
+
 class LBSLSampler(_RankSampler):
     """Load-balanced stochastic length over training steps.
 
-    * Warm-up (``warmup_steps`` steps): plain SL; the SL batch cost of each step is recorded.
-    * Target: the mean recorded SL cost times ``target_scale`` -- averaged over ranks with
-      ``torch.distributed`` when a process group is initialised, so every rank aims at the
-      same cost -- set at the end of warm-up and refreshed every ``refresh_every`` steps
-      (0: never) from the SL costs recorded since (SL is still sampled each step, only for
-      its cost, so the target follows drifting length distributions).
+    * Warm-up (``warmup_steps`` steps): plain SL; the SL batch cost of each step is recorded,
+      and (from the per-step all-gather) every rank's unsampled batch cost.
+    * Target, set at the end of warm-up and refreshed every ``refresh_every`` steps (0:
+      never) from the steps recorded since (SL is still sampled each step, only for its
+      cost, so the target follows drifting length distributions).  Its level is SL's mean
+      rank cost times ``target_scale``, averaged over ranks by an all-reduce, so every rank
+      aims at the same thing.  ``target_mode``:
+
+      - ``"rank_quantile"`` (default): per step, one all-gather of each rank's unsampled
+        batch cost (one scalar a rank) and the target is the ``q`` quantile of those costs,
+        ``q`` being estimated at warm-up / refresh (:func:`rank_quantile_level`) so that the
+        recorded steps, trimmed this way, keep that level of mean cost.  The target thus
+        follows each step's load: the same fraction of ranks is cut every step, which
+        spends the kept-token budget for the least step time (see
+        :func:`rank_quantile_level`).  With a single process it is the ``"mean"`` target.
+      - ``"mean"``: a fixed target between refreshes, the level itself.
+
     * After warm-up: each batch is trimmed with :func:`choose_kept_lengths` toward the target.
-        A batch that even cut to the floor everywhere is above the target is an error (raised
+      A batch that even cut to the floor everywhere is above the target is an error (raised
       on every rank, naming the rank, the target and the batch's floor cost).  The stats'
-      ``target_cost`` is the target the step trimmed toward (None during warm-up).
+      ``target_cost`` is the target the step trimmed toward (None during warm-up) and
+      ``target_quantile`` / ``target_factor`` the level it came from (``factor`` times the
+      ``quantile`` quantile of the ranks' costs, :func:`rank_quantile_level`; None unless
+      per-step).
+
+    Where the remaining imbalance comes from: a rank whose whole batch is below the target
+    is not trimmed and cannot be raised, so at a given fraction of tokens kept,
+    ``max/mean`` is about ``T / mean(min(C_i, T))`` over the ranks' batch costs ``C_i``; the
+    floor and whole-token granularity add next to nothing (``ultra-hstu bench lbsl``
+    reports the split).
 
     ``target_scale`` tunes how many tokens LBSL keeps relative to SL (1.0 = SL's mean cost).
-    ``target_cost`` fixes the target and skips warm-up.  Each call returns the kept lengths
-    and the step's stats (see :class:`_RankSampler` for the collectives and the load
-    statistics).  With one process it only caps the cost at its own SL mean.
+    ``target_cost`` fixes the target and skips warm-up (``target_mode`` is then unused).
+    Each call returns the kept lengths and the step's stats (see :class:`_RankSampler` for
+    the collectives and the load statistics).
     """
 
     name = "lbsl"
@@ -312,6 +401,7 @@ class LBSLSampler(_RankSampler):
         refresh_every: int = 0,
         target_scale: float = 1.0,
         target_cost: Optional[float] = None,
+        target_mode: str = "rank_quantile",
         generator: Optional[torch.Generator] = None,
         distributed: bool = True,
     ) -> None:
@@ -329,13 +419,19 @@ class LBSLSampler(_RankSampler):
             raise ValueError("warmup_steps=0 needs a fixed target_cost")
         if target_cost is not None and target_cost <= 0:
             raise ValueError(f"target_cost={target_cost}: expected > 0")
+        if target_mode not in TARGET_MODES:
+            raise ValueError(f"target_mode={target_mode!r}: expected one of {TARGET_MODES}")
         self.floor = floor
         self.warmup_steps = warmup_steps
         self.refresh_every = refresh_every
         self.target_scale = target_scale
+        self.target_mode = target_mode
         self.fixed_target = target_cost is not None
         self.target: Optional[float] = None if target_cost is None else float(target_cost)
+        # (quantile, factor) of the per-step target, once estimated
+        self.quantile: Optional[Tuple[float, float]] = None
         self._sl_costs: List[float] = []
+        self._rank_costs: List[torch.Tensor] = []  # all-gathered unsampled costs per step
 
     def config(self) -> Dict[str, Any]:
         return {
@@ -345,6 +441,7 @@ class LBSLSampler(_RankSampler):
             "refresh_every": self.refresh_every,
             "target_scale": self.target_scale,
             "target_cost": self.target if self.fixed_target else None,
+            "target_mode": None if self.fixed_target else self.target_mode,
         }
 
     def _mean_over_ranks(self, costs: List[float]) -> float:
@@ -354,31 +451,56 @@ class LBSLSampler(_RankSampler):
             total = _all_reduce_sum(total)
         return float(total[0] / total[1])
 
+    def _per_step(self) -> Optional[Tuple[int, int]]:
+        """The process group when the target is the per-step rank quantile, else None."""
+        if self.fixed_target or self.target_mode != "rank_quantile":
+            return None
+        group = self._group()
+        return group if group is not None and group[1] > 1 else None
+
     def _choose(self, lengths: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any], Optional[str]]:
         sl = stochastic_length(lengths, self.alpha, self.max_len, self.generator)
         if not self.fixed_target:
             self._sl_costs.append(float(self.cost_model(sl).sum()))
         in_warmup = self.step < self.warmup_steps and not self.fixed_target
-        used = None if in_warmup else self.target  # what this step trims toward
-        error = None
         if in_warmup:
-            kept = sl
-            if self.step + 1 == self.warmup_steps:
-                self.target = self.target_scale * self._mean_over_ranks(self._sl_costs)
-                self._sl_costs = []
-        else:
-            assert self.target is not None
-            floor_cost = float(self.cost_model(lengths.clamp(max=self.floor)).sum())
-            if self.target < floor_cost:
-                error = (
-                    f"target cost {self.target:.4g} is below this batch's cost with every "
-                    f"sequence cut to the floor ({floor_cost:.4g} at floor={self.floor}): no "
-                    "trim can reach it; lower floor or raise target_cost/target_scale"
-                )
-            kept = choose_kept_lengths(lengths, self.target, self.cost_model, self.floor)
-            since = self.step - self.warmup_steps + 1
-            if not self.fixed_target and self.refresh_every and since % self.refresh_every == 0:
-                self.target = self.target_scale * self._mean_over_ranks(self._sl_costs)
-                self._sl_costs = []
-        extra = {"phase": "warmup" if in_warmup else "lbsl", "target_cost": used}
-        return kept, extra, error
+            return sl, {"phase": "warmup", "target_cost": None, **_no_level}, None
+        assert self.target is not None
+        target, level = self.target, dict(_no_level)
+        group = self._per_step()
+        if group is not None and self.quantile is not None:
+            # one scalar a rank: every rank gets the same costs, hence the same target
+            mine = torch.tensor([float(self.cost_model(lengths).sum())], dtype=torch.float64)
+            costs = _all_gather_rows(mine, group[1])[:, 0]
+            level = {"target_quantile": self.quantile[0], "target_factor": self.quantile[1]}
+            target = float(rank_quantile_target(costs, *self.quantile))
+        error = None
+        floor_cost = float(self.cost_model(lengths.clamp(max=self.floor)).sum())
+        if target < floor_cost:
+            error = (
+                f"target cost {target:.4g} is below this batch's cost with every "
+                f"sequence cut to the floor ({floor_cost:.4g} at floor={self.floor}): no "
+                "trim can reach it; lower floor or raise target_cost/target_scale"
+            )
+        kept = choose_kept_lengths(lengths, target, self.cost_model, self.floor)
+        return kept, {"phase": "lbsl", "target_cost": target, **level}, error
+
+    def _observe(self, rows: torch.Tensor) -> Dict[str, Any]:
+        if self.fixed_target:
+            return {}
+        since = self.step - self.warmup_steps + 1  # steps after warm-up, this one included
+        if since > 0 and not self.refresh_every:
+            self._sl_costs = []  # no refresh to come: keep nothing
+            return {}
+        if self._per_step() is not None:
+            self._rank_costs.append(rows[:, _COST_UNSAMPLED].clone())
+        if since == 0 or (since > 0 and since % self.refresh_every == 0):
+            self._set_target()
+        return {}
+
+    def _set_target(self) -> None:
+        """The target from the steps recorded since the last one (a collective)."""
+        self.target = self.target_scale * self._mean_over_ranks(self._sl_costs)
+        if self._rank_costs:
+            self.quantile = rank_quantile_level(torch.stack(self._rank_costs), self.target)
+        self._sl_costs, self._rank_costs = [], []
