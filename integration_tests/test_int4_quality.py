@@ -70,7 +70,7 @@ def one_process_group():
     gin.clear_config()
 
 
-def _eval_ne(model, hstu_config, data_dir, tb_dir) -> float:
+def _eval_ne(model, hstu_config, data_dir, tb_dir, device: str = "cpu") -> float:
     from ultra_hstu_plugin.config import RunSettings
     from ultra_hstu_plugin.host import MetricsLogger, eval_loop
     from ultra_hstu_plugin.train.dataloaders import make_dataloaders
@@ -85,11 +85,11 @@ def _eval_ne(model, hstu_config, data_dir, tb_dir) -> float:
         multitask_configs=hstu_config.multitask_configs,
         batch_size=BATCH,
         window_size=1000,
-        device=torch.device("cpu"),
+        device=torch.device(device),
         rank=0,
         tensorboard_log_path=str(tb_dir),  # GR's eval_loop logs there
     )
-    eval_loop(rank=0, model=model, dataloader=eval_dl, metric_logger=metrics, device="cpu")
+    eval_loop(rank=0, model=model, dataloader=eval_dl, metric_logger=metrics, device=device)
     return float(metrics.compute(mode="eval")["metric/lifetime_ne/rating"])
 
 
@@ -124,3 +124,44 @@ def test_int4_embeddings_keep_eval_ne_within_half_a_percent(
     assert manifest["quantized_table_bytes"] == q.table_bytes(ec)
     # ML-100k smoke tables are 32 wide: 16 code bytes + 4 scale/bias bytes vs 64 in fp16
     assert manifest["fp16_table_bytes"] / manifest["quantized_table_bytes"] == pytest.approx(3.2)
+
+
+def _fbgemm_has_cuda_int4_lookup() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    from ultra_hstu_plugin.bench.int4_embedding import gpu_status
+
+    return bool(gpu_status()["run"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not _fbgemm_has_cuda_int4_lookup(),
+    reason="needs a CUDA device and fbgemm's CUDA int-n-bit TBE (the GPU machine's stack)",
+)
+def test_int4_on_cuda_through_fbgemm_keeps_eval_ne(
+    trained, ml100k_dir, one_process_group, tmp_path
+):
+    """The float model and its INT4 twin, both evaluated on CUDA: the INT4 lookups run
+    fbgemm's CUDA int-n-bit TBE (16-byte aligned rows), the rest of the model GR's layers."""
+    from ultra_hstu_plugin import host
+    from ultra_hstu_plugin.quant import int4_embeddings as q
+
+    metrics, _ = trained
+    data = [f"make_dataloaders.data_dir='{ml100k_dir}'"]
+    model, hstu_config, _ = q.load_model_from_checkpoint([SMOKE], metrics["checkpoint"], data)
+    gin.clear_config()
+    model = model.to("cuda")
+    float_ne = _eval_ne(model, hstu_config, ml100k_dir, tmp_path / "tb_float", device="cuda")
+
+    q.quantize_model_embeddings(model, bits=4)
+    ec = host.embedding_collection_of(model)
+    assert type(ec).__module__ == "torchrec.quant.embedding_modules"
+    tbe = q.trec.tbe_modules(ec)[0]
+    assert tbe.current_device.type == "cuda"  # fbgemm's CUDA kernels, not the CPU ones
+    assert ec.row_alignment == q.CUDA_ROW_ALIGNMENT
+    int4_ne = _eval_ne(model, hstu_config, ml100k_dir, tmp_path / "tb_int4", device="cuda")
+
+    print(f"CUDA eval NE float={float_ne:.6f} int4={int4_ne:.6f} rel={int4_ne / float_ne - 1:+.4%}")
+    assert float_ne < 1.0
+    assert abs(int4_ne - float_ne) / float_ne < 0.005

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Time to first training step on the GPU, cold and warm (issue 11: <= 60 s on an H200).
+# Cold: an empty Triton cache (TRITON_CACHE_DIR), so every kernel compiles and autotunes
+# in the first step; warm: the same run again with the cache the cold run filled.
+# Writes $OUT/first_step.json and prints a table.  Needs the GPU stack (../shared/gpu-stack)
+# and MovieLens-100k prepared in data/ (carry it).
+# Usage (repository root, GPU machine): bash benchmarks/gpu_first_step.sh [GIN]
+set -uo pipefail
+gin_file=${1:-gin_configs/ml100k_smoke_cpu.gin}
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+[ -e ultra_hstu_plugin/kernels ] || ln -s ../kernels ultra_hstu_plugin/kernels
+export PYTHONPATH=${PYTHONPATH:-$PWD:$PWD/.gr} PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1
+cache=$(mktemp -d /tmp/triton_cold.XXXX)
+for phase in cold warm; do
+  rm -rf "/tmp/first_step_$phase"
+  t0=$(date +%s.%N)
+  TRITON_CACHE_DIR=$cache python -m ultra_hstu_plugin.cli train --gin "$gin_file" --device cuda \
+    --mode train --gin-param "make_dataloaders.data_dir='data'" \
+    --gin-param "RunSettings.output_dir='/tmp/first_step_$phase'" > "$out/first_step_$phase.log" 2>&1
+  rc=$?
+  echo "$t0 $(date +%s.%N)" > "/tmp/first_step_$phase.wall"
+  echo "$phase: rc=$rc"
+done
+python - "$out" "$gin_file" <<'PY'
+import json, subprocess, sys
+out, gin_file = sys.argv[1], sys.argv[2]
+rows = []
+for phase in ("cold", "warm"):
+    try:
+        m = json.load(open(f"/tmp/first_step_{phase}/metrics.json"))
+    except FileNotFoundError:
+        rows.append({"phase": phase, "error": f"no metrics.json (see first_step_{phase}.log)"})
+        continue
+    t0, t1 = map(float, open(f"/tmp/first_step_{phase}.wall").read().split())
+    wall = t1 - t0
+    rows.append({"phase": phase, "process_wall_s": round(wall, 1), **{k: m.get(k) for k in ("first_step_seconds", "steps_per_second", "train_steps")}})
+meta = {
+    "device": subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip(),
+    "gin": gin_file,
+    "command": f"bash benchmarks/gpu_first_step.sh {gin_file}",
+    "target": "first training step <= 60 s (cold Triton cache)",
+}
+json.dump({"meta": meta, "rows": rows}, open(f"{out}/first_step.json", "w"), indent=1)
+print("| phase | first step s | steps/s | steps | whole process s |\n|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['phase']} | {r.get('first_step_seconds')} | {r.get('steps_per_second')} | {r.get('train_steps', r.get('error'))} | {r.get('process_wall_s')} |")
+PY
