@@ -177,3 +177,70 @@ def delta_sla_attention_split_reference(
     out = torch.einsum("bhxy,bhyv->bhxv", cached_scores, pvc)
     out = out + torch.einsum("bhxy,bhyv->bhxv", new_scores, pv)  # [B, H, Mq, Dv]
     return out.transpose(1, 2)[qb, qi].reshape(total_q, H, Dv)
+
+
+def split_dense_plan(
+    cache_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    kept_ends: torch.Tensor,
+    delta: int,
+    max_kept: int,
+    max_seq_len: int,
+    spec: SLAMaskSpec,
+    num_targets: Optional[torch.Tensor],
+    cache_prefix: int,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`delta_sla_attention_split_padded` needs for ``delta`` new rows per user,
+    independent of the layer: ``cache_rows`` ``[B * max_kept]`` (user b's kept rows, padded
+    by repeating a valid row) and the scaled mask ``[B, 1, delta, max_kept + delta]``
+    (``sla_visible``, the one mask definition, over [cached columns | new columns], divided by
+    ``max_seq_len``; padding columns 0).  Computed once per cached call, shared by all layers.
+    """
+    B = cache_lengths.numel()
+    device = cache_lengths.device
+    R = max_kept
+    kept = (cache_offsets[1:] - cache_offsets[:-1]).to(torch.int64).view(B, 1, 1)
+    cols = torch.arange(R, device=device).view(1, 1, -1)
+    total = int(cache_offsets[-1]) if R else 0
+    rows = cache_offsets[:-1].to(torch.int64).view(B, 1, 1) + torch.minimum(cols, kept - 1)
+    cache_rows = rows.clamp(0, max(total - 1, 0)).flatten()
+    n = cache_lengths.to(torch.int64).view(B, 1, 1)
+    new = torch.arange(delta, device=device)
+    cache_pos = kept_cache_positions(
+        cols, kept, kept_ends.to(torch.int64).view(B, 1, 1), cache_prefix
+    )
+    col_pos = torch.cat(
+        [cache_pos.expand(B, 1, R), (n + new.view(1, 1, -1)).expand(B, 1, delta)], 2
+    )
+    mask = sla_visible(n + new.view(1, -1, 1), col_pos, n.view(B) + delta, spec, num_targets)
+    valid = torch.cat([cols < kept, torch.ones(B, 1, delta, dtype=torch.bool, device=device)], 2)
+    return cache_rows, ((mask & valid).to(dtype) / max_seq_len).unsqueeze(1)
+
+
+def delta_sla_attention_split_padded(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cache_rows: torch.Tensor,
+    scaled_mask: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """The split attention for the same number of new rows per user, on a precomputed
+    :func:`split_dense_plan`: a handful of dense ops a layer (the eager CPU path of the KV
+    cache; equal to :func:`delta_sla_attention_split_reference` there)."""
+    B, _, delta, width = scaled_mask.shape
+    R = width - delta
+    _, H, D = q.shape
+    Dv = v.shape[2]
+    keys = torch.cat(
+        [k_cache.index_select(0, cache_rows).view(B, R, H, D), k.view(B, delta, H, D)], 1
+    )
+    values = torch.cat(
+        [v_cache.index_select(0, cache_rows).view(B, R, H, Dv), v.view(B, delta, H, Dv)], 1
+    )
+    scores = F.silu(torch.einsum("bxhd,byhd->bhxy", q.view(B, delta, H, D), keys) * alpha)
+    out = torch.einsum("bhxy,byhv->bxhv", scores * scaled_mask, values)
+    return out.reshape(B * delta, H, Dv)

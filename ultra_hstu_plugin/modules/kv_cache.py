@@ -44,7 +44,10 @@ import torch
 from ultra_hstu_plugin.kernels.jagged import jagged_index
 from ultra_hstu_plugin.kernels.sla_attention import SLAMaskSpec, bounded_cache, cache_prefix_len
 from ultra_hstu_plugin.kernels.sla_attention.delta_op import _check_values
-from ultra_hstu_plugin.kernels.sla_attention.delta_reference import delta_positions
+from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
+    delta_positions,
+    split_dense_plan,
+)
 
 
 class KVCacheError(ValueError):
@@ -142,6 +145,7 @@ class DeltaLayout:
     cache_prefix: int
     index: CacheIndex
     _targets_checked: list = field(default_factory=list, compare=False, repr=False)
+    _plans: dict = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def build(index: CacheIndex, delta: int, spec: SLAMaskSpec) -> DeltaLayout:
@@ -174,21 +178,41 @@ class DeltaLayout:
             num_targets, self.max_seq_len, self.delta, self.spec, self.cache_prefix,
         )  # fmt: skip
 
-    def check_targets(self, num_targets: Optional[torch.Tensor], full: bool) -> None:
+    def check_targets(self, num_targets: Optional[torch.Tensor], full: bool) -> Optional[tuple]:
         """The O(B) checks of ``num_targets`` against the cache (``full``: on the host; on
-        CUDA only in debug mode).  One host read a layer; the checks run once per value."""
+        CUDA only in debug mode).  One host read a layer; the checks run once per value.
+        Returns the host values (None when not read)."""
         if num_targets is None or not full:
-            return
+            return None
         if num_targets.dim() != 1 or num_targets.numel() != self.index.batch_size:
             raise KVCacheError(
                 f"num_targets must be [B={self.index.batch_size}] for the cached users, got "
                 f"{tuple(num_targets.shape)}"
             )
-        values = num_targets.tolist()
-        if self._targets_checked and self._targets_checked[0] == values:
-            return
-        self._check(torch.tensor(values, dtype=torch.int64))
-        self._targets_checked[:] = [values]
+        values = tuple(num_targets.tolist())
+        if values not in self._targets_checked:
+            self._check(torch.tensor(values, dtype=torch.int64))
+            self._targets_checked[:] = [values]
+        return values
+
+    def dense_plan(
+        self, num_targets: Optional[torch.Tensor], host_targets: Optional[tuple], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eager CPU path's :func:`split_dense_plan` (padded cache rows, scaled mask) for
+        these candidates (``host_targets``: :meth:`check_targets`' values), memoised: built by
+        the first layer of a call, reused by the others and by later calls."""
+        key = (host_targets, dtype)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = split_dense_plan(
+                self.cache_offsets, self.cache_lengths, self.kept_ends, self.delta,
+                max(self.index.host_kept, default=0), self.max_seq_len, self.spec, num_targets,
+                self.cache_prefix, dtype,
+            )  # fmt: skip
+            if len(self._plans) > 8:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,9 @@ from ultra_hstu_plugin.kernels.sla_attention import (
     delta_sla_attention_split,
     sla_attention,
 )
+from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
+    delta_sla_attention_split_padded,
+)
 from ultra_hstu_plugin.modules.encoder_config import PROJECTION_GEMMS
 from ultra_hstu_plugin.modules.kv_cache import (
     KVCacheError,
@@ -559,7 +562,8 @@ class UltraHSTULayer(STULayer):
         # (the first layer builds it; it reads no device tensor, so the call never syncs).
         layout = cache.delta_layout(delta, self.sla)
         nt = num_targets if self._target_aware else None
-        layout.check_targets(nt, full=self._debug_checks or delta_x.device.type == "cpu")
+        cpu = delta_x.device.type == "cpu"
+        host_targets = layout.check_targets(nt, full=self._debug_checks or cpu)
         kernel = self.hammer_kernel()
         backend = backend_for(kernel, delta_x.device)
         fp8, uvqk = self._uvqk_for(delta_x)
@@ -567,25 +571,33 @@ class UltraHSTULayer(STULayer):
         k_cache, v_cache = cache.k, cache.v
         if k_cache.dtype != q.dtype:
             k_cache, v_cache = k_cache.to(q.dtype), v_cache.to(q.dtype)
-        attn = delta_sla_attention_split(
-            q,
-            k,
-            v,
-            k_cache,
-            v_cache,
-            layout.q_offsets,
-            layout.cache_offsets,
-            layout.cache_lengths,
-            layout.kept_ends,
-            max_seq_len=layout.max_seq_len,  # GR's construct_full_kv
-            max_delta_len=delta,
-            alpha=self._attn_alpha,
-            spec=self.sla,
-            num_targets=nt,
-            cache_prefix=layout.cache_prefix,
-            backend=backend,
-            checked=True,
-        ).reshape(-1, self._hidden_dim * self._num_heads)
+        if backend == "pytorch" and cpu and (nt is None or host_targets is not None):
+            # eager CPU: the dense plan (padded rows, mask) is the layout's, built once a call
+            cache_rows, scaled_mask = layout.dense_plan(nt, host_targets, q.dtype)
+            attn = delta_sla_attention_split_padded(
+                q, k, v, k_cache, v_cache, cache_rows, scaled_mask, self._attn_alpha
+            )
+        else:
+            attn = delta_sla_attention_split(
+                q,
+                k,
+                v,
+                k_cache,
+                v_cache,
+                layout.q_offsets,
+                layout.cache_offsets,
+                layout.cache_lengths,
+                layout.kept_ends,
+                max_seq_len=layout.max_seq_len,  # GR's construct_full_kv
+                max_delta_len=delta,
+                alpha=self._attn_alpha,
+                spec=self.sla,
+                num_targets=nt,
+                cache_prefix=layout.cache_prefix,
+                backend=backend,
+                checked=True,
+            )
+        attn = attn.reshape(-1, self._hidden_dim * self._num_heads)
         if kv_caching_lengths is not None:
             self._set_kv_cache(
                 append_rows(cache, k, v, layout, nt, max_kv_caching_len, kv_caching_lengths)
