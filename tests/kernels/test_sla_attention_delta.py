@@ -298,3 +298,27 @@ def test_split_op_refuses_what_the_delta_op_refuses():
         delta_sla_attention_split(q, k[:2], v, kc, vc, qo, co, n, e, N, M, alpha, spec, nt, P)
     with pytest.raises(ValueError, match="cache_offsets must run from 0 to 8"):
         delta_sla_attention_split(q, k, v, kc, vc, qo, co + 1, n, e, N, M, alpha, spec, nt, P)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases(max_new=0), st.integers(1, 9))
+def test_padded_plan_equals_the_split_reference(case, delta):
+    """The eager CPU path of the cache (a dense plan shared by the layers, then a few dense
+    ops) against the split reference, with the same number of new rows per user."""
+    from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
+        delta_sla_attention_split_padded,
+        delta_sla_attention_split_reference,
+        split_dense_plan,
+    )
+
+    spec, cached, _, targets, windows, seed, extra = case
+    new = [delta] * len(cached)
+    targets = [t + delta for t in targets]  # the new rows are candidates
+    args, want = build_case(spec, cached, new, targets, windows, seed=seed, extra_prefix=extra)
+    q, k, v, kc, vc, qo, co, n, e, N, M, alpha, spec, nt, P = split_args(args)
+    ref = delta_sla_attention_split_reference(q, k, v, kc, vc, qo, co, n, e, N, alpha, spec, nt, P)
+    kept = int((co[1:] - co[:-1]).max())
+    rows, mask = split_dense_plan(co, n, e, delta, kept, N, spec, nt, P, q.dtype)
+    got = delta_sla_attention_split_padded(q, k, v, kc, vc, rows, mask, alpha)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
