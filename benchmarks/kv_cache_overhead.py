@@ -164,6 +164,9 @@ def measure(name: str, args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 def main(argv: List[str]) -> int:
     args = parse_args(argv)
+    from ultra_hstu_plugin.host.stubs import stub_torchrec_if_missing
+
+    stub_torchrec_if_missing()  # the GPU machine has GR but no torchrec (a no-op here)
     import torch
 
     if args.threads:
