@@ -315,3 +315,53 @@ def test_truncated_stack_refuses_appends_and_missing_cache():
         with pytest.raises(NotImplementedError, match="appending rows to the upper layers' cache"):
             trunc.cached_forward(delta_x=delta, num_targets=torch.full((2,), 3),
                                  kv_caching_lengths=n + 3)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "triton"])
+def test_repeated_cached_calls_equal_full_recompute(monkeypatch, backend):
+    """Cache the history, append events twice, score the candidates twice: every cached
+    call's rows equal the full recompute's rows at the same positions, and every layer of the
+    stack shares one index (one DeltaLayout per call, built by the first layer)."""
+    if backend == "triton":
+        if not ops.triton_interpreting():
+            pytest.skip("needs TRITON_INTERPRET=1")
+        monkeypatch.setattr(
+            ultra_stu, "backend_for", lambda kernel, device, op="sla_attention": "triton"
+        )
+    stack, layers = _layers(2, 0, 11, k1=4, k2=2)
+    history, e1, e2, M = [9, 14], 3, 2, 4
+    B = len(history)
+    lengths = [h + e1 + e2 + M for h in history]
+    N = max(lengths)
+    x = torch.randn(sum(lengths), DIM, generator=torch.Generator().manual_seed(4))
+    nt = torch.full((B,), M)
+    zeros = torch.zeros(B, dtype=torch.long)
+    with torch.inference_mode():
+        full = stack(x=x, x_lengths=torch.tensor(lengths), x_offsets=_offsets(lengths),
+                     max_seq_len=N, num_targets=nt)  # fmt: skip
+        rest, cands = _split(x, lengths, [M] * B)
+        _, want_c = _split(full, lengths, [M] * B)
+        full_rest, _ = _split(full, lengths, [M] * B)
+        before_e2, ev2 = _split(rest, [n - M for n in lengths], [e2] * B)
+        prime, ev1 = _split(before_e2, [h + e1 for h in history], [e1] * B)
+        fb_e2, want_e2 = _split(full_rest, [n - M for n in lengths], [e2] * B)
+        _, want_e1 = _split(fb_e2, [h + e1 for h in history], [e1] * B)
+        n = torch.tensor(history)
+        # each call normalises by max_kv_caching_len + its new rows = N, as the full recompute
+        stack(x=prime, x_lengths=n, x_offsets=_offsets(n), max_seq_len=N, num_targets=zeros,
+              max_kv_caching_len=N - e1, kv_caching_lengths=n)  # fmt: skip
+        got_e1 = stack.cached_forward(delta_x=ev1, num_targets=zeros, max_kv_caching_len=N - e2,
+                                      kv_caching_lengths=n + e1)  # fmt: skip
+        got_e2 = stack.cached_forward(delta_x=ev2, num_targets=zeros, max_kv_caching_len=N - M,
+                                      kv_caching_lengths=n + e1 + e2)  # fmt: skip
+        got_c = [stack.cached_forward(delta_x=cands, num_targets=nt) for _ in range(3)]
+    tol = dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_e1, want_e1, **tol)
+    torch.testing.assert_close(got_e2, want_e2, **tol)
+    for got in got_c:
+        torch.testing.assert_close(got, want_c, **tol)
+    torch.testing.assert_close(got_c[1], got_c[0], rtol=0, atol=0)  # the reused layout
+    index = layers[0].kv_cache.index
+    assert all(layer.kv_cache.index is index for layer in layers)
+    assert list(index.layouts) == [(M, layers[0].sla)]
+    assert index.host_lengths == [h + e1 + e2 for h in history]

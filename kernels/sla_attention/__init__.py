@@ -7,13 +7,15 @@ triton_kernels.py  the jagged Triton kernels, forward and backward
 op.py              custom ops ultra_hstu::sla_attention_fwd/bwd and sla_attention()
 delta_reference.py delta-query attention for the KV cache: layout and PyTorch reference
 delta_triton.py    its Triton forward kernel
-delta_op.py        custom op ultra_hstu::delta_sla_attention_fwd and delta_sla_attention()
+delta_op.py        custom ops ultra_hstu::delta_sla_attention_fwd / _split_fwd (keys from
+                   cache + new rows, no concatenation) and their checked callers
 """
 
 from ultra_hstu_plugin.kernels.sla_attention.delta_op import (
     bounded_cache,
     cache_prefix_len,
     delta_sla_attention,
+    delta_sla_attention_split,
 )
 from ultra_hstu_plugin.kernels.sla_attention.mask import (
     TARGET_MODES,
@@ -38,6 +40,7 @@ __all__ = [
     "bounded_cache",
     "cache_prefix_len",
     "delta_sla_attention",
+    "delta_sla_attention_split",
     "sla_attention",
     "sla_attention_reference",
     "sla_mask",

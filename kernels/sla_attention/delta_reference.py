@@ -112,3 +112,135 @@ def delta_sla_attention_reference(
     scores = scores * mask.unsqueeze(1).to(scores.dtype)
     out = torch.einsum("bhxy,bhyv->bhxv", scores, pv)  # [B, H, Mq, Dv]
     return out.transpose(1, 2)[qb, qi].reshape(total_q, H, Dv)
+
+
+def delta_sla_attention_split_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    q_offsets: torch.Tensor,
+    cache_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    kept_ends: torch.Tensor,
+    max_seq_len: int,
+    alpha: float,
+    spec: SLAMaskSpec,
+    num_targets: Optional[torch.Tensor] = None,
+    cache_prefix: int = 0,
+) -> torch.Tensor:
+    """The delta attention with the keys in two sources (the split layout).
+
+    q, k ``[sum M, H, D]``, v ``[sum M, H, Dv]``: the new rows (jagged by ``q_offsets``) and
+    their keys/values; k_cache ``[sum R, H, D]``, v_cache ``[sum R, H, Dv]``: the kept cached
+    rows (jagged by ``cache_offsets``).  User b's keys are its kept cached rows followed by
+    its new rows, exactly :func:`delta_sla_attention_reference`'s ``kv`` layout, but nothing
+    is concatenated: the two score blocks are computed apart and their outputs summed.
+    """
+    total_q, H, _ = q.shape
+    Dv = v.shape[2]
+    B = q_offsets.numel() - 1
+    new_rows = (q_offsets[1:] - q_offsets[:-1]).to(torch.int64)
+    kept = (cache_offsets[1:] - cache_offsets[:-1]).to(torch.int64)
+    if B == 0 or total_q == 0:
+        return q.new_zeros(total_q, H, Dv)
+    Mq, R = (int(x) for x in torch.stack([new_rows.max(), kept.max()]).tolist())
+    qb, qi = jagged_index(new_rows, total_q)
+    cb, ci = jagged_index(kept, k_cache.shape[0])
+
+    def pad(x: torch.Tensor, b: torch.Tensor, i: torch.Tensor, n: int) -> torch.Tensor:
+        out = x.new_zeros(B, n, x.shape[1], x.shape[2])
+        out[b, i] = x
+        return out.transpose(1, 2)  # [B, H, n, *]
+
+    pq, pk, pv = pad(q, qb, qi, Mq), pad(k, qb, qi, Mq), pad(v, qb, qi, Mq)
+    pkc, pvc = pad(k_cache, cb, ci, R), pad(v_cache, cb, ci, R)
+    n = cache_lengths.to(torch.int64).view(B, 1, 1)
+    M_b = new_rows.view(B, 1, 1)
+    R_b = kept.view(B, 1, 1)
+    rows = torch.arange(Mq, device=q.device).view(1, -1, 1)
+    cache_cols = torch.arange(R, device=q.device).view(1, 1, -1)
+    cache_pos = kept_cache_positions(
+        cache_cols, R_b, kept_ends.to(torch.int64).view(B, 1, 1), cache_prefix
+    )
+    # one mask evaluation over [cached columns | new columns]; padding columns are masked
+    cols = torch.cat([cache_pos.expand(B, 1, R), (n + rows.view(1, 1, -1)).expand(B, 1, Mq)], 2)
+    mask = sla_visible(n + rows, cols, n.view(B) + new_rows, spec, num_targets)
+    valid = torch.cat([cache_cols < R_b, rows.view(1, 1, -1) < M_b], 2).expand(B, 1, R + Mq)
+    mask = (mask & valid & (rows < M_b)).unsqueeze(1)
+    scale = alpha
+    cached_scores = F.silu(torch.einsum("bhxd,bhyd->bhxy", pq, pkc) * scale) / max_seq_len
+    new_scores = F.silu(torch.einsum("bhxd,bhyd->bhxy", pq, pk) * scale) / max_seq_len
+    cached_scores = cached_scores * mask[..., :R].to(q.dtype)
+    new_scores = new_scores * mask[..., R:].to(q.dtype)
+    out = torch.einsum("bhxy,bhyv->bhxv", cached_scores, pvc)
+    out = out + torch.einsum("bhxy,bhyv->bhxv", new_scores, pv)  # [B, H, Mq, Dv]
+    return out.transpose(1, 2)[qb, qi].reshape(total_q, H, Dv)
+
+
+def split_dense_plan(
+    cache_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    kept_ends: torch.Tensor,
+    delta: int,
+    max_kept: int,
+    max_seq_len: int,
+    spec: SLAMaskSpec,
+    num_targets: Optional[torch.Tensor],
+    cache_prefix: int,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`delta_sla_attention_split_padded` needs for ``delta`` new rows per user,
+    independent of the layer: ``cache_rows`` ``[B * max_kept]`` (user b's kept rows, padded
+    by repeating a valid row) and the scaled mask ``[B, 1, delta, max_kept + delta]``
+    (``sla_visible``, the one mask definition, over [cached columns | new columns], divided by
+    ``max_seq_len``; padding columns 0).  Computed once per cached call, shared by all layers.
+    """
+    B = cache_lengths.numel()
+    device = cache_lengths.device
+    R = max_kept
+    kept = (cache_offsets[1:] - cache_offsets[:-1]).to(torch.int64).view(B, 1, 1)
+    cols = torch.arange(R, device=device).view(1, 1, -1)
+    total = int(cache_offsets[-1]) if R else 0
+    rows = cache_offsets[:-1].to(torch.int64).view(B, 1, 1) + torch.minimum(cols, kept - 1)
+    cache_rows = rows.clamp(0, max(total - 1, 0)).flatten()
+    n = cache_lengths.to(torch.int64).view(B, 1, 1)
+    new = torch.arange(delta, device=device)
+    cache_pos = kept_cache_positions(
+        cols, kept, kept_ends.to(torch.int64).view(B, 1, 1), cache_prefix
+    )
+    col_pos = torch.cat(
+        [cache_pos.expand(B, 1, R), (n + new.view(1, 1, -1)).expand(B, 1, delta)], 2
+    )
+    mask = sla_visible(n + new.view(1, -1, 1), col_pos, n.view(B) + delta, spec, num_targets)
+    valid = torch.cat([cols < kept, torch.ones(B, 1, delta, dtype=torch.bool, device=device)], 2)
+    return cache_rows, ((mask & valid).to(dtype) / max_seq_len).unsqueeze(1)
+
+
+def delta_sla_attention_split_padded(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cache_rows: torch.Tensor,
+    scaled_mask: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """The split attention for the same number of new rows per user, on a precomputed
+    :func:`split_dense_plan`: a handful of dense ops a layer (the eager CPU path of the KV
+    cache; equal to :func:`delta_sla_attention_split_reference` there)."""
+    B, _, delta, width = scaled_mask.shape
+    R = width - delta
+    _, H, D = q.shape
+    Dv = v.shape[2]
+    keys = torch.cat(
+        [k_cache.index_select(0, cache_rows).view(B, R, H, D), k.view(B, delta, H, D)], 1
+    )
+    values = torch.cat(
+        [v_cache.index_select(0, cache_rows).view(B, R, H, Dv), v.view(B, delta, H, Dv)], 1
+    )
+    scores = F.silu(torch.einsum("bxhd,byhd->bhxy", q.view(B, delta, H, D), keys) * alpha)
+    out = torch.einsum("bhxy,byhv->bxhv", scores * scaled_mask, values)
+    return out.reshape(B * delta, H, Dv)

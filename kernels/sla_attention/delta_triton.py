@@ -186,3 +186,147 @@ def delta_sla_attention_triton_fwd(
         **flags, **config,
     )  # fmt: skip
     return out
+
+
+@triton.jit
+def _delta_tile(
+    acc, q, K_ptr, V_ptr, idx_n, n_valid, cols, rows, stride_kt, stride_vt, offs_d, offs_dv,
+    half_alpha, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS: tl.constexpr, HAS_CTX: tl.constexpr,
+    HAS_TAIL: tl.constexpr, HISTORY_MODE: tl.constexpr, PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr,
+):  # fmt: skip
+    """One ``BLOCK_N`` tile of keys (``idx_n < n_valid`` of them real, at positions ``cols``)."""
+    in_kv = idx_n[:, None] < n_valid
+    k = tl.load(K_ptr + idx_n[:, None] * stride_kt + offs_d[None, :], mask=in_kv, other=0.0)
+    v = tl.load(V_ptr + idx_n[:, None] * stride_vt + offs_dv[None, :], mask=in_kv, other=0.0)
+    h = tl.dot(q, tl.trans(k), input_precision=PRECISION) * half_alpha
+    p = h + h * _tanh(h, FAST_MATH)
+    vis = _sla_visible(
+        rows[:, None], cols[None, :], NN, K1, PREFIX, CTX, TAIL,
+        HAS_TARGETS, HAS_CTX, HAS_TAIL, HISTORY_MODE,
+    )  # fmt: skip
+    p = tl.where(vis & (idx_n[None, :] < n_valid), p, 0.0)
+    return tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _delta_sla_split_fwd_kernel(
+    Q, K, V, KC, VC, Out, q_offsets, cache_offsets, cache_lengths, kept_ends, num_targets,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_kch,
+    stride_vct, stride_vch, stride_ot, stride_oh, alpha, scale, H, K1, PREFIX, CTX, TAIL,
+    CACHE_PREFIX, TOTAL_Q, TOTAL_CACHE,
+    D: tl.constexpr, DV: tl.constexpr, HAS_TARGETS: tl.constexpr, HAS_CTX: tl.constexpr,
+    HAS_TAIL: tl.constexpr, HISTORY_MODE: tl.constexpr, PRECISION: tl.constexpr,
+    FAST_MATH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """The split layout: keys from the cache (``KC``/``VC`` by ``cache_offsets``), then from
+    the new rows (``K``/``V`` by ``q_offsets``), each walked in its own loop."""
+    off_bh = tl.program_id(0)
+    off_b = off_bh // H
+    off_h = off_bh % H
+    q_start, M = _clamped_range(q_offsets, off_b, TOTAL_Q)
+    c_start, R = _clamped_range(cache_offsets, off_b, TOTAL_CACHE)
+    m0 = tl.program_id(1) * BLOCK_M
+    if m0 >= M:
+        return
+    n_cache = tl.load(cache_lengths + off_b).to(tl.int32)
+    kept_end = tl.load(kept_ends + off_b).to(tl.int32)
+    L = n_cache + M
+    if HAS_TARGETS:
+        NN = tl.minimum(tl.maximum(L - tl.load(num_targets + off_b).to(tl.int32), 0), L)
+    else:
+        NN = L
+    shift = kept_end - R
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, D)
+    offs_dv = tl.arange(0, DV)
+    idx_m = m0 + offs_m
+    rows = n_cache + idx_m
+    q = tl.load(Q + q_start * stride_qt + off_h * stride_qh + idx_m[:, None] * stride_qt
+                + offs_d[None, :], mask=idx_m[:, None] < M, other=0.0)  # fmt: skip
+    half_alpha = alpha * 0.5
+    acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
+    KC_ptr = KC + c_start * stride_kct + off_h * stride_kch
+    VC_ptr = VC + c_start * stride_vct + off_h * stride_vch
+    for n0 in range(0, R, BLOCK_N):
+        idx_n = n0 + offs_n
+        cols = tl.where(idx_n < CACHE_PREFIX, idx_n, idx_n + shift)
+        acc = _delta_tile(
+            acc, q, KC_ptr, VC_ptr, idx_n, R, cols, rows, stride_kct, stride_vct, offs_d,
+            offs_dv, half_alpha, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, PRECISION, FAST_MATH,
+        )  # fmt: skip
+    # Non-contextual new rows are causal: no new row past the block's last row is visible.
+    end = tl.where(n_cache >= CTX, tl.minimum(M, m0 + BLOCK_M), M)
+    K_ptr = K + q_start * stride_kt + off_h * stride_kh
+    V_ptr = V + q_start * stride_vt + off_h * stride_vh
+    for n0 in range(0, end, BLOCK_N):
+        idx_n = n0 + offs_n
+        acc = _delta_tile(
+            acc, q, K_ptr, V_ptr, idx_n, M, n_cache + idx_n, rows, stride_kt, stride_vt, offs_d,
+            offs_dv, half_alpha, NN, K1, PREFIX, CTX, TAIL, HAS_TARGETS, HAS_CTX, HAS_TAIL,
+            HISTORY_MODE, PRECISION, FAST_MATH,
+        )  # fmt: skip
+    acc = acc * scale
+    O_ptr = Out + q_start * stride_ot + off_h * stride_oh
+    tl.store(
+        O_ptr + idx_m[:, None] * stride_ot + offs_dv[None, :],
+        acc.to(Out.dtype.element_ty),
+        mask=idx_m[:, None] < M,
+    )
+
+
+def delta_sla_attention_split_triton_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    q_offsets: torch.Tensor,
+    cache_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    kept_ends: torch.Tensor,
+    max_seq_len: int,
+    max_delta_len: int,
+    alpha: float,
+    spec: SLAMaskSpec,
+    num_targets: Optional[torch.Tensor] = None,
+    cache_prefix: int = 0,
+    config: Optional[dict] = None,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Launcher of the split layout (inputs assumed validated, see
+    ``delta_sla_attention_split``); ``config`` and ``out`` as in
+    :func:`delta_sla_attention_triton_fwd`."""
+    if q.dtype == torch.bfloat16 and triton_interpreting():
+        res = delta_sla_attention_split_triton_fwd(
+            q.float(), k.float(), v.float(), k_cache.float(), v_cache.float(), q_offsets,
+            cache_offsets, cache_lengths, kept_ends, max_seq_len, max_delta_len, alpha, spec,
+            num_targets, cache_prefix, config,
+        )  # fmt: skip
+        return res.to(q.dtype) if out is None else out.copy_(res)
+    q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
+    k_cache, v_cache = _unit_stride(k_cache), _unit_stride(v_cache)
+    total, H, _ = q.shape
+    if out is None:
+        out = torch.empty(total, H, v.shape[2], dtype=q.dtype, device=q.device)
+    B = q_offsets.numel() - 1
+    if total == 0 or B == 0 or max_delta_len == 0:
+        return out
+    scalars, flags = _common_args(q, v, q_offsets, num_targets, max_seq_len, alpha, spec)
+    alpha_, scale, H_, k1, prefix, ctx, tail = scalars[:7]
+    flags = {key: flags[key] for key in ("D", "DV", "HAS_TARGETS", "HAS_CTX", "HAS_TAIL",
+                                          "HISTORY_MODE", "PRECISION", "FAST_MATH")}  # fmt: skip
+    if config is None:
+        config = _INTERPRET_CONFIG if triton_interpreting() else _GPU_CONFIG
+    nt = num_targets if num_targets is not None else cache_lengths
+    grid = (B * H, triton.cdiv(max_delta_len, config["BLOCK_M"]))
+    _delta_sla_split_fwd_kernel[grid](
+        q, k, v, k_cache, v_cache, out, q_offsets, cache_offsets, cache_lengths, kept_ends, nt,
+        *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *k_cache.stride()[:2],
+        *v_cache.stride()[:2], *out.stride()[:2],
+        alpha_, scale, H_, k1, prefix, ctx, tail, cache_prefix, total, k_cache.shape[0],
+        **flags, **config,
+    )  # fmt: skip
+    return out

@@ -189,3 +189,136 @@ def test_dropped_rows_a_new_row_could_see_are_refused():
         delta_sla_attention(q, k, v, qo, kvo, n, e, 33, M, alpha, spec, nt, P)
     with pytest.raises(ValueError, match=r"user 0 num_targets=6 makes kept cached rows"):
         delta_sla_attention(q, k, v, qo, kvo, n, e, N, M, alpha, spec, nt + 2, P)
+
+
+# ------------------------------------------------------------------------------------------
+# The split layout (ultra_hstu::delta_sla_attention_split_fwd): cached keys and new keys in
+# two tensors, compared with the concatenated delta op and the full dense reference.
+# ------------------------------------------------------------------------------------------
+
+
+def split_args(args):
+    """The concatenated delta layout's arguments as the split op's: per user, its first
+    ``R_b`` kv rows go to the cache tensors, its last ``M_b`` (the new rows) to k / v."""
+    q, k, v, qo, kvo, n, e, N, M, alpha, spec, nt, P = args
+    cache_rows, new_rows, kept = [], [], []
+    for b in range(qo.numel() - 1):
+        m = int(qo[b + 1] - qo[b])
+        s, t = int(kvo[b]), int(kvo[b + 1])
+        cache_rows += range(s, t - m)
+        new_rows += range(t - m, t)
+        kept.append(t - m - s)
+    c = torch.tensor(cache_rows, dtype=torch.long)
+    r = torch.tensor(new_rows, dtype=torch.long)
+    return (q, k[r], v[r], k[c], v[c], qo, _offsets(kept), n, e, N, M, alpha, spec, nt, P)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases())
+def test_split_reference_equals_the_delta_op_and_the_full_reference(case):
+    from ultra_hstu_plugin.kernels.sla_attention.delta_op import delta_sla_attention_split
+
+    spec, cached, new, targets, windows, seed, extra = case
+    args, want = build_case(spec, cached, new, targets, windows, seed=seed, extra_prefix=extra)
+    got = delta_sla_attention_split(*split_args(args))  # checks included (CPU)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, delta_sla_attention(*args), rtol=1e-5, atol=1e-6)
+
+
+@needs_triton
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cases(max_cached=36, max_new=18),
+    st.sampled_from([(1, 16, 16), (2, 16, 32)]),
+    st.sampled_from([None, {"BLOCK_M": 16, "BLOCK_N": 16}, {"BLOCK_M": 16, "BLOCK_N": 32}]),
+)
+def test_split_triton_matches_the_delta_op_poisoned_output(case, heads, config):
+    from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
+        delta_sla_attention_split_reference,
+    )
+    from ultra_hstu_plugin.kernels.sla_attention.delta_triton import (
+        delta_sla_attention_split_triton_fwd,
+    )
+
+    spec, cached, new, targets, windows, seed, extra = case
+    H, D, Dv = heads
+    args, want = build_case(
+        spec, cached, new, targets, windows, H=H, D=D, Dv=Dv, seed=seed, extra_prefix=extra
+    )
+    sargs = tuple(a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in split_args(args))
+    delta_ref = delta_sla_attention_reference(*args[:7], args[7], *args[9:])
+    ref = delta_sla_attention_split_reference(*sargs[:9], sargs[9], *sargs[11:])
+    poisoned = torch.full_like(ref, float("nan"))
+    got = delta_sla_attention_split_triton_fwd(*sargs, config=config, out=poisoned)
+    assert not torch.isnan(got).any(), "a new row was not written"
+    assert _rel_err(got.cpu(), want) < TOL
+    assert _rel_err(got.cpu(), delta_ref) < TOL
+    assert _rel_err(ref.cpu(), want) < TOL
+
+
+@needs_triton
+def test_split_public_op_triton_backend_registration_and_fake():
+    from ultra_hstu_plugin.kernels.sla_attention.delta_op import (
+        delta_sla_attention_split,
+        delta_sla_attention_split_fwd,
+    )
+
+    spec = SLAMaskSpec(k1=4, k2=2, contextual_seq_len=1)
+    args, want = build_case(spec, [30, 9, 3], [5, 5, 0], [5, 5, 0], [4, None, None])
+    sargs = split_args(args)
+    got = delta_sla_attention_split(*sargs, backend="triton")
+    assert _rel_err(got, want) < TOL
+    q, k, v, kc, vc, qo, co, n, e, N, M, alpha, spec, nt, P = sargs
+    scalars = (spec.k1, spec.k2, 1, "window", 0, True, P, "pytorch")
+    out = delta_sla_attention_split_fwd.op(q, k, v, kc, vc, qo, co, n, e, nt, N, M, alpha,
+                                           *scalars)  # fmt: skip
+    assert _rel_err(out, want) < TOL
+    torch.library.opcheck(
+        delta_sla_attention_split_fwd.op,
+        (q.double(), k.double(), v.double(), kc.double(), vc.double(), qo, co, n, e, nt, N, M,
+         alpha, *scalars),
+        test_utils=("test_schema", "test_faketensor"),
+    )  # fmt: skip
+
+
+def test_split_op_refuses_what_the_delta_op_refuses():
+    from ultra_hstu_plugin.kernels.sla_attention.delta_op import delta_sla_attention_split
+
+    spec = SLAMaskSpec(k1=6, k2=2)
+    args, _ = build_case(spec, [30], [4], [4], [6])
+    q, k, v, kc, vc, qo, co, n, e, N, M, alpha, _, nt, P = split_args(args)
+    with pytest.raises(ValueError, match=r"user 0 keeps 8 cached rows .* cache_prefix \+ k1 = 14"):
+        delta_sla_attention_split(q, k, v, kc, vc, qo, co, n, e, N, M, alpha,
+                                  SLAMaskSpec(k1=12, k2=2), nt, P)  # fmt: skip
+    with pytest.raises(ValueError, match=r"user 0 num_targets=6 makes kept cached rows"):
+        delta_sla_attention_split(q, k, v, kc, vc, qo, co, n, e, N, M, alpha, spec, nt + 2, P)
+    with pytest.raises(ValueError, match=r"user 0 has 34 rows .* > max_seq_len=33"):
+        delta_sla_attention_split(q, k, v, kc, vc, qo, co, n, e, 33, M, alpha, spec, nt, P)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        delta_sla_attention_split(q, k[:2], v, kc, vc, qo, co, n, e, N, M, alpha, spec, nt, P)
+    with pytest.raises(ValueError, match="cache_offsets must run from 0 to 8"):
+        delta_sla_attention_split(q, k, v, kc, vc, qo, co + 1, n, e, N, M, alpha, spec, nt, P)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases(max_new=0), st.integers(1, 9))
+def test_padded_plan_equals_the_split_reference(case, delta):
+    """The eager CPU path of the cache (a dense plan shared by the layers, then a few dense
+    ops) against the split reference, with the same number of new rows per user."""
+    from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
+        delta_sla_attention_split_padded,
+        delta_sla_attention_split_reference,
+        split_dense_plan,
+    )
+
+    spec, cached, _, targets, windows, seed, extra = case
+    new = [delta] * len(cached)
+    targets = [t + delta for t in targets]  # the new rows are candidates
+    args, want = build_case(spec, cached, new, targets, windows, seed=seed, extra_prefix=extra)
+    q, k, v, kc, vc, qo, co, n, e, N, M, alpha, spec, nt, P = split_args(args)
+    ref = delta_sla_attention_split_reference(q, k, v, kc, vc, qo, co, n, e, N, alpha, spec, nt, P)
+    kept = int((co[1:] - co[:-1]).max())
+    rows, mask = split_dense_plan(co, n, e, delta, kept, N, spec, nt, P, q.dtype)
+    got = delta_sla_attention_split_padded(q, k, v, kc, vc, rows, mask, alpha)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

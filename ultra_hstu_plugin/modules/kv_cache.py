@@ -36,14 +36,18 @@ new rows; GR's own cache re-splits the whole ``O(L)`` K/V on every update.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 import torch
 
 from ultra_hstu_plugin.kernels.jagged import jagged_index
 from ultra_hstu_plugin.kernels.sla_attention import SLAMaskSpec, bounded_cache, cache_prefix_len
-from ultra_hstu_plugin.kernels.sla_attention.delta_reference import delta_positions
+from ultra_hstu_plugin.kernels.sla_attention.delta_op import _check_values
+from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
+    delta_positions,
+    split_dense_plan,
+)
 
 
 class KVCacheError(ValueError):
@@ -80,6 +84,137 @@ def _offsets(lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@dataclass(eq=False)
+class CacheIndex:
+    """The bookkeeping of one batch's caches, shared by every layer whose cache holds the
+    same rows (all layers of a stack: they are filled from the same lengths), with its
+    host copies (read once, when the cache is built, which reads them anyway).
+
+    ``layouts`` memoises the :class:`DeltaLayout` of each ``(delta, spec)`` and ``appends``
+    the next index (and the rows it keeps) of each append, so that a cached call computes
+    them for its first layer and every other layer reuses them.
+    """
+
+    offsets: torch.Tensor
+    lengths: torch.Tensor
+    kept_ends: torch.Tensor
+    max_len: int
+    host_lengths: List[int]
+    host_kept_ends: List[int]
+    host_kept: List[int]
+    layouts: Dict[tuple, DeltaLayout] = field(default_factory=dict)
+    appends: Dict[tuple, tuple] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.host_lengths)
+
+    @staticmethod
+    def build(
+        kept: torch.Tensor, lengths: torch.Tensor, kept_ends: torch.Tensor, max_len: int
+    ) -> CacheIndex:
+        """From ``[B]`` kept rows, cached rows and kept ends (one host transfer)."""
+        host = torch.stack([kept, lengths, kept_ends]).cpu() if kept.numel() else None
+        kept_h, n_h, e_h = host.tolist() if host is not None else ([], [], [])
+        return CacheIndex(
+            offsets=_offsets(kept), lengths=lengths, kept_ends=kept_ends, max_len=max_len,
+            host_lengths=n_h, host_kept_ends=e_h, host_kept=kept_h,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DeltaLayout:
+    """Everything a cached call of ``delta`` new rows per user needs besides the keys:
+    computed (and its O(B) bookkeeping validated) once per cache and ``delta``, by the first
+    layer, then shared by every layer (:meth:`SLAKVCache.delta_layout`).
+
+    q_offsets ``[B + 1]``: the new rows (``delta`` per user); cache_offsets, cache_lengths,
+    kept_ends: the cache's (:class:`SLAKVCache`); max_seq_len: the cached call's HSTU
+    normaliser (GR's ``max_kv_caching_len + delta``); cache_prefix: the rows a bounded cache
+    keeps whole.  Building it reads nothing on the device (the host copies are the index's),
+    so a cached call stays free of synchronisation (and capturable in a CUDA graph).
+    """
+
+    delta: int
+    spec: SLAMaskSpec
+    q_offsets: torch.Tensor
+    cache_offsets: torch.Tensor
+    cache_lengths: torch.Tensor
+    kept_ends: torch.Tensor
+    max_seq_len: int
+    cache_prefix: int
+    index: CacheIndex
+    _targets_checked: list = field(default_factory=list, compare=False, repr=False)
+    _plans: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @staticmethod
+    def build(index: CacheIndex, delta: int, spec: SLAMaskSpec) -> DeltaLayout:
+        c = spec.contextual_seq_len
+        for b, n in enumerate(index.host_lengths):
+            if n < max(1, c):
+                raise KVCacheError(
+                    f"user {b} has no usable KV cache: kv_caching_lengths={n}, needs >= "
+                    f"{max(1, c)} (every contextual token cached; contextual rows see the "
+                    "whole history, so they cannot be new rows)"
+                )
+        B = index.batch_size
+        device = index.lengths.device
+        layout = DeltaLayout(
+            delta=delta, spec=spec,
+            q_offsets=torch.arange(B + 1, device=device, dtype=torch.int64) * delta,
+            cache_offsets=index.offsets, cache_lengths=index.lengths, kept_ends=index.kept_ends,
+            max_seq_len=index.max_len + delta, cache_prefix=cache_prefix_len(spec), index=index,
+        )  # fmt: skip
+        layout._check(None)
+        return layout
+
+    def _check(self, num_targets: Optional[torch.Tensor]) -> None:
+        i = self.index
+        _check_values(
+            torch.full((i.batch_size,), self.delta, dtype=torch.int64),
+            torch.tensor(i.host_kept, dtype=torch.int64),
+            torch.tensor(i.host_lengths, dtype=torch.int64),
+            torch.tensor(i.host_kept_ends, dtype=torch.int64),
+            num_targets, self.max_seq_len, self.delta, self.spec, self.cache_prefix,
+        )  # fmt: skip
+
+    def check_targets(self, num_targets: Optional[torch.Tensor], full: bool) -> Optional[tuple]:
+        """The O(B) checks of ``num_targets`` against the cache (``full``: on the host; on
+        CUDA only in debug mode).  One host read a layer; the checks run once per value.
+        Returns the host values (None when not read)."""
+        if num_targets is None or not full:
+            return None
+        if num_targets.dim() != 1 or num_targets.numel() != self.index.batch_size:
+            raise KVCacheError(
+                f"num_targets must be [B={self.index.batch_size}] for the cached users, got "
+                f"{tuple(num_targets.shape)}"
+            )
+        values = tuple(num_targets.tolist())
+        if values not in self._targets_checked:
+            self._check(torch.tensor(values, dtype=torch.int64))
+            self._targets_checked[:] = [values]
+        return values
+
+    def dense_plan(
+        self, num_targets: Optional[torch.Tensor], host_targets: Optional[tuple], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eager CPU path's :func:`split_dense_plan` (padded cache rows, scaled mask) for
+        these candidates (``host_targets``: :meth:`check_targets`' values), memoised: built by
+        the first layer of a call, reused by the others and by later calls."""
+        key = (host_targets, dtype)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = split_dense_plan(
+                self.cache_offsets, self.cache_lengths, self.kept_ends, self.delta,
+                max(self.index.host_kept, default=0), self.max_seq_len, self.spec, num_targets,
+                self.cache_prefix, dtype,
+            )  # fmt: skip
+            if len(self._plans) > 8:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+
 @dataclass(frozen=True)
 class SLAKVCache:
     """One layer's cache for a batch of users.
@@ -105,6 +240,7 @@ class SLAKVCache:
     kept_ends: torch.Tensor
     max_len: int
     host_lengths: Optional[torch.Tensor] = None
+    index: Optional[CacheIndex] = None
 
     @property
     def batch_size(self) -> int:
@@ -124,6 +260,26 @@ class SLAKVCache:
 
     def configuration(self) -> tuple:
         return (self.spec, self.num_heads, self.attention_dim, self.hidden_dim)
+
+    def cache_index(self) -> CacheIndex:
+        """The bookkeeping shared with the other layers' caches (built here, with one host
+        read, for a cache made by hand)."""
+        if self.index is None:
+            kept = (self.offsets[1:] - self.offsets[:-1]).to(torch.int64)
+            index = CacheIndex.build(kept, self.lengths, self.kept_ends, self.max_len)
+            index.offsets = self.offsets
+            object.__setattr__(self, "index", index)
+        return self.index
+
+    def delta_layout(self, delta: int, spec: Optional[SLAMaskSpec] = None) -> DeltaLayout:
+        """The :class:`DeltaLayout` of a cached call with ``delta`` new rows per user (built
+        by the first layer that asks, then shared by the others)."""
+        spec = self.spec if spec is None else spec
+        index = self.cache_index()
+        layout = index.layouts.get((delta, spec))
+        if layout is None:
+            layout = index.layouts[(delta, spec)] = DeltaLayout.build(index, delta, spec)
+        return layout
 
 
 def _check_lengths(name, lengths, low, high, low_name, high_name) -> None:
@@ -150,6 +306,16 @@ def _max_len(lengths: torch.Tensor, max_kv_caching_len: int) -> int:
     return max_kv_caching_len
 
 
+# The last fill's shared bookkeeping: the layers of a stack are filled one after the other from
+# the same lengths, so every layer after the first reuses the first one's index (and rows).
+# Keyed by host values (read by the fill's checks anyway), never by tensor identity alone.
+_LAST_FILL: List[tuple] = []
+
+
+def _keep_params(spec: SLAMaskSpec) -> tuple:
+    return (True, cache_prefix_len(spec), spec.k1) if bounded_cache(spec) else (False,)
+
+
 def fill_cache(
     template: SLAKVCache,
     k: torch.Tensor,
@@ -166,76 +332,97 @@ def fill_cache(
             f"kv_caching_lengths must be [B={lengths.numel()}], got {tuple(kv_caching_lengths.shape)}"
         )
     n = kv_caching_lengths.to(device=lengths.device, dtype=torch.int64)
-    _check_lengths("kv_caching_lengths", n.cpu(), 0, lengths.cpu(), "none", "its sequence length")
-    targets = torch.zeros_like(lengths) if num_targets is None else num_targets.to(torch.int64)
-    kept_ends = torch.minimum(n, lengths - targets).clamp(min=0)
-    user, pos = jagged_index(lengths, k.shape[0])
-    rows = torch.nonzero(_keep(pos, kept_ends[user], template.spec)).flatten()
-    return _new(
-        template, k[rows], v[rows], user[rows], n, kept_ends, _max_len(n, max_kv_caching_len)
-    )
+    host = torch.stack([n, lengths] + ([] if num_targets is None else [num_targets.to(n)])).cpu()
+    _check_lengths("kv_caching_lengths", host[0], 0, host[1], "none", "its sequence length")
+    key = (
+        str(k.device), k.shape[0], tuple(host.flatten().tolist()), num_targets is None,
+        _keep_params(template.spec), max_kv_caching_len,
+    )  # fmt: skip
+    if _LAST_FILL and _LAST_FILL[0][0] == key:
+        _, index, rows = _LAST_FILL[0]
+    else:
+        targets = torch.zeros_like(lengths) if num_targets is None else num_targets.to(n)
+        kept_ends = torch.minimum(n, lengths - targets).clamp(min=0)
+        user, pos = jagged_index(lengths, k.shape[0])
+        rows = torch.nonzero(_keep(pos, kept_ends[user], template.spec)).flatten()
+        index = _index(user[rows], n, kept_ends, _max_len(host[0], max_kv_caching_len))
+        _LAST_FILL[:] = [(key, index, rows)]
+    return _new(template, k.index_select(0, rows), v.index_select(0, rows), index)
 
 
-def _new(template, k, v, user, n, kept_ends, max_len) -> SLAKVCache:
+def _index(
+    user: torch.Tensor, n: torch.Tensor, kept_ends: torch.Tensor, max_len: int
+) -> CacheIndex:
     kept = torch.bincount(user, minlength=n.numel()) if user.numel() else torch.zeros_like(n)
+    return CacheIndex.build(kept, n, kept_ends, max_len)
+
+
+def _new(template: SLAKVCache, k: torch.Tensor, v: torch.Tensor, index: CacheIndex) -> SLAKVCache:
     return SLAKVCache(
         spec=template.spec, num_heads=template.num_heads, attention_dim=template.attention_dim,
-        hidden_dim=template.hidden_dim, k=k.detach(), v=v.detach(), offsets=_offsets(kept),
-        lengths=n, kept_ends=kept_ends, max_len=max_len, host_lengths=n.cpu(),
+        hidden_dim=template.hidden_dim, k=k.detach(), v=v.detach(), offsets=index.offsets,
+        lengths=index.lengths, kept_ends=index.kept_ends, max_len=index.max_len,
+        host_lengths=torch.tensor(index.host_lengths, dtype=torch.int64), index=index,
     )  # fmt: skip
-
-
-def with_new_rows(
-    cache: SLAKVCache, k_new: torch.Tensor, v_new: torch.Tensor, delta: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per user, kept cache rows then its ``delta`` new rows: ``(k, v, kv_offsets)``."""
-    B = cache.batch_size
-    kept = cache.offsets[1:] - cache.offsets[:-1]
-    kv_lengths = kept + delta
-    kv_offsets = _offsets(kv_lengths)
-    total = int(cache.k.shape[0]) + B * delta
-    user, i = jagged_index(kv_lengths, total)
-    from_cache = i < kept[user]
-    src = torch.where(
-        from_cache, cache.offsets[user] + i, cache.k.shape[0] + user * delta + (i - kept[user])
-    )
-    k = torch.cat([cache.k, k_new.to(cache.k.dtype)]).index_select(0, src)
-    v = torch.cat([cache.v, v_new.to(cache.v.dtype)]).index_select(0, src)
-    return k, v, kv_offsets
 
 
 def append_rows(
     cache: SLAKVCache,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    kv_offsets: torch.Tensor,
-    delta: int,
+    k_new: torch.Tensor,
+    v_new: torch.Tensor,
+    layout: DeltaLayout,
     num_targets: Optional[torch.Tensor],
     max_kv_caching_len: int,
     kv_caching_lengths: torch.Tensor,
 ) -> SLAKVCache:
     """The cache after a cached call with ``kv_caching_lengths``: the first
-    ``kv_caching_lengths[b]`` rows of cache + new rows are cached (kept ones stored)."""
-    B = cache.batch_size
+    ``kv_caching_lengths[b]`` rows of cache + new rows are cached (kept ones stored).
+
+    Which rows those are (and the next :class:`CacheIndex`) is worked out once per call, by
+    the first layer, and memoised on the index for the others (keyed by the host values,
+    which the checks read anyway); each layer then gathers its own rows with one
+    ``index_select`` of keys and one of values."""
+    index = layout.index
+    B, delta = index.batch_size, layout.delta
     if kv_caching_lengths.dim() != 1 or kv_caching_lengths.numel() != B:
         raise KVCacheError(
             f"kv_caching_lengths must be [B={B}], got {tuple(kv_caching_lengths.shape)}"
         )
     n_new = kv_caching_lengths.to(device=cache.lengths.device, dtype=torch.int64)
+    host = torch.stack([n_new] + ([] if num_targets is None else [num_targets.to(n_new)])).cpu()
+    old = torch.tensor(index.host_lengths, dtype=torch.int64)
     _check_lengths(
-        "kv_caching_lengths", n_new.cpu(), cache.lengths.cpu(), (cache.lengths + delta).cpu(),
-        "rows already cached", "cached + new rows",
+        "kv_caching_lengths", host[0], old, old + delta, "rows already cached", "cached + new rows",
     )  # fmt: skip
-    full = cache.lengths + delta
-    targets = (
-        torch.zeros_like(full) if num_targets is None else num_targets.to(full.device, torch.int64)
-    )
-    kept_ends = torch.minimum(n_new, full - targets).clamp(min=0)
-    q_offsets = torch.arange(B + 1, device=full.device, dtype=torch.int64) * delta
-    user, pos = delta_positions(
-        q_offsets, kv_offsets, cache.lengths, cache.kept_ends, cache.cache_prefix, k.shape[0]
-    )
-    rows = torch.nonzero(_keep(pos, kept_ends[user], cache.spec)).flatten()
-    return _new(
-        cache, k[rows], v[rows], user[rows], n_new, kept_ends, _max_len(n_new, max_kv_caching_len)
-    )
+    key = (
+        delta, tuple(host.flatten().tolist()), num_targets is None, _keep_params(cache.spec),
+        max_kv_caching_len,
+    )  # fmt: skip
+    memo = index.appends.get(key)
+    if memo is None:
+        full = index.lengths + delta
+        targets = torch.zeros_like(full) if num_targets is None else num_targets.to(n_new)
+        kept_ends = torch.minimum(n_new, full - targets).clamp(min=0)
+        kept = index.offsets[1:] - index.offsets[:-1]
+        kv_offsets = _offsets(kept + delta)
+        total = int(cache.k.shape[0]) + B * delta
+        user, pos = delta_positions(
+            layout.q_offsets, kv_offsets, index.lengths, index.kept_ends, layout.cache_prefix,
+            total,
+        )  # fmt: skip
+        # row r of user b's [cache | new] rows, as an index into cat([cache.k, k_new])
+        i = torch.arange(total, device=user.device) - kv_offsets[user]
+        src = torch.where(
+            i < kept[user],
+            index.offsets[user] + i,
+            cache.k.shape[0] + user * delta + i - kept[user],
+        )
+        rows = torch.nonzero(_keep(pos, kept_ends[user], cache.spec)).flatten()
+        memo = index.appends[key] = (
+            _index(user[rows], n_new, kept_ends, _max_len(host[0], max_kv_caching_len)),
+            src[rows],
+        )
+    new_index, src = memo
+    k = torch.cat([cache.k, k_new.to(cache.k.dtype)]).index_select(0, src)
+    v = torch.cat([cache.v, v_new.to(cache.v.dtype)]).index_select(0, src)
+    return _new(cache, k, v, new_index)

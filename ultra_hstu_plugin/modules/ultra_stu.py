@@ -44,9 +44,11 @@ from ultra_hstu_plugin.kernels.fp8_gemm.autograd import LayerNormFn
 from ultra_hstu_plugin.kernels.jagged import check_jagged_offsets
 from ultra_hstu_plugin.kernels.sla_attention import (
     SLAMaskSpec,
-    cache_prefix_len,
-    delta_sla_attention,
+    delta_sla_attention_split,
     sla_attention,
+)
+from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
+    delta_sla_attention_split_padded,
 )
 from ultra_hstu_plugin.modules.encoder_config import PROJECTION_GEMMS
 from ultra_hstu_plugin.modules.kv_cache import (
@@ -54,7 +56,6 @@ from ultra_hstu_plugin.modules.kv_cache import (
     SLAKVCache,
     append_rows,
     fill_cache,
-    with_new_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -554,56 +555,51 @@ class UltraHSTULayer(STULayer):
                 "takes the same number of new rows per user (GR's padded delta)"
             )
         delta = delta_x.shape[0] // B
-        c = self.sla.contextual_seq_len
-        # the host copy: a device read here would synchronise every call (and CUDA-graph
-        # capture of the cached call, ultra-hstu bench inference, forbids it)
-        lengths = cache.lengths if cache.host_lengths is None else cache.host_lengths
-        short = torch.nonzero(lengths < max(1, c))
-        if short.numel():
-            b = int(short[0, 0])
-            raise KVCacheError(
-                f"user {b} has no usable KV cache: kv_caching_lengths={int(lengths[b])}, "
-                f"needs >= {max(1, c)} (every contextual token cached; contextual rows see the "
-                "whole history, so they cannot be new rows)"
-            )
         if self._target_aware and (num_targets is None or num_targets.numel() != B):
             got = None if num_targets is None else tuple(num_targets.shape)
             raise KVCacheError(f"num_targets must be [B={B}] for the cached users, got {got}")
+        # Offsets, lengths and their checks: once per cache and delta, shared by every layer
+        # (the first layer builds it; it reads no device tensor, so the call never syncs).
+        layout = cache.delta_layout(delta, self.sla)
+        nt = num_targets if self._target_aware else None
+        cpu = delta_x.device.type == "cpu"
+        host_targets = layout.check_targets(nt, full=self._debug_checks or cpu)
         kernel = self.hammer_kernel()
         backend = backend_for(kernel, delta_x.device)
         fp8, uvqk = self._uvqk_for(delta_x)
         u, q, k, v = uvqk(delta_x)
-        k_all, v_all, kv_offsets = with_new_rows(cache, k, v, delta)
-        nt = num_targets if self._target_aware else None
-        q_offsets = torch.arange(B + 1, device=delta_x.device, dtype=torch.int64) * delta
-        attn = delta_sla_attention(
-            q,
-            k_all.to(q.dtype),
-            v_all.to(q.dtype),
-            q_offsets,
-            kv_offsets,
-            cache.lengths,
-            cache.kept_ends,
-            max_seq_len=cache.max_len + delta,  # GR's construct_full_kv
-            max_delta_len=delta,
-            alpha=self._attn_alpha,
-            spec=self.sla,
-            num_targets=nt,
-            cache_prefix=cache_prefix_len(self.sla),
-            backend=backend,
-            debug_checks=self._debug_checks,
-        ).reshape(-1, self._hidden_dim * self._num_heads)
+        k_cache, v_cache = cache.k, cache.v
+        if k_cache.dtype != q.dtype:
+            k_cache, v_cache = k_cache.to(q.dtype), v_cache.to(q.dtype)
+        if backend == "pytorch" and cpu and (nt is None or host_targets is not None):
+            # eager CPU: the dense plan (padded rows, mask) is the layout's, built once a call
+            cache_rows, scaled_mask = layout.dense_plan(nt, host_targets, q.dtype)
+            attn = delta_sla_attention_split_padded(
+                q, k, v, k_cache, v_cache, cache_rows, scaled_mask, self._attn_alpha
+            )
+        else:
+            attn = delta_sla_attention_split(
+                q,
+                k,
+                v,
+                k_cache,
+                v_cache,
+                layout.q_offsets,
+                layout.cache_offsets,
+                layout.cache_lengths,
+                layout.kept_ends,
+                max_seq_len=layout.max_seq_len,  # GR's construct_full_kv
+                max_delta_len=delta,
+                alpha=self._attn_alpha,
+                spec=self.sla,
+                num_targets=nt,
+                cache_prefix=layout.cache_prefix,
+                backend=backend,
+                checked=True,
+            )
+        attn = attn.reshape(-1, self._hidden_dim * self._num_heads)
         if kv_caching_lengths is not None:
             self._set_kv_cache(
-                append_rows(
-                    cache,
-                    k_all,
-                    v_all,
-                    kv_offsets,
-                    delta,
-                    nt,
-                    max_kv_caching_len,
-                    kv_caching_lengths,
-                )  # fmt: skip
+                append_rows(cache, k, v, layout, nt, max_kv_caching_len, kv_caching_lengths)
             )
         return self._finish(attn, u, delta_x, fp8, backend)
