@@ -127,8 +127,9 @@ def _cmd_retrieval_train(args: argparse.Namespace) -> int:
     summary = run(args.gin, args.gin_param or [], device=args.device)
     ev = summary.get("eval") or {}
     if ev:
+        what = "test at the best validation epoch" if summary.get("test") else "final eval"
         print(
-            f"\nfinal eval ({summary['dataset']}, {summary['model']}, epoch {ev['epoch'] + 1}): "
+            f"\n{what} ({summary['dataset']}, {summary['model']}, epoch {ev['epoch'] + 1}): "
             + ", ".join(f"{k}={ev[k]:.4f}" for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"))
         )
     print(f"wrote {summary['output_dir']}/metrics.json and curves.jsonl")
