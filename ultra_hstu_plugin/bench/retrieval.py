@@ -139,7 +139,7 @@ def run_command(
 ) -> List[str]:
     """The ``ultra-hstu retrieval-train`` command of one run."""
     cmd = [sys.executable, "-m", "ultra_hstu_plugin.cli", "retrieval-train"]
-    for f in (gin_file(dataset, model), *preset.extra_gin):
+    for f in (gin_file(dataset, model), *(REPO / g for g in preset.extra_gin)):
         cmd += ["--gin", str(f)]
     bindings = [
         *preset.bindings,

@@ -366,9 +366,12 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
     rank0 = ctx.rank == 0
     writer = None
     if rank0:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+            writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+        except ImportError as e:  # tensorboard not installed: curves.jsonl still has it all
+            _say(f"no TensorBoard log ({e}); curves.jsonl and metrics.json are written")
         _say(
             f"retrieval: {module.debug_str()} on {p['dataset_name']} ({len(dataset.train_dataset)} "
             f"users, {dataset.max_item_id} items), {n_params} parameters, {device.type} "
@@ -486,7 +489,8 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
             since_best += 1
         if rank0:
             for k, v in metrics.items():
-                writer.add_scalar(f"eval_epoch/{k}", v, epoch)
+                if writer is not None:
+                    writer.add_scalar(f"eval_epoch/{k}", v, epoch)
             curves.write(json.dumps(point) + "\n")
             curves.flush()
             label = "validation" if val_loader is not None else "eval"
@@ -558,8 +562,9 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
             # with validation: the best validation epoch's weights (loaded for the test)
             last = best_point["epoch"] if test_point else history[-1]["epoch"]
             summary["checkpoint"] = str(_save(out, model, opt, last))
-        writer.flush()
-        writer.close()
+        if writer is not None:
+            writer.flush()
+            writer.close()
         curves.close()
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
