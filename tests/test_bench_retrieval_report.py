@@ -50,6 +50,8 @@ def test_means_ratios_and_verdicts():
     assert v["verdict"] == "met" and v["hr@10"] == pytest.approx(0.081 / 0.079)
     assert bench.ultra_vs_hstu(agg, "amzn-games")["verdict"] == "missed"
     assert bench.ultra_vs_hstu(agg, "amzn-toys")["verdict"] == "not measured"
+    zero = bench.aggregate([_row("d", "hstu", 0, 0.0, 0.0), _row("d", "ultra_hstu", 0, 0.0, 0.0)])
+    assert bench.ultra_vs_hstu(zero, "d")["verdict"].startswith("not measurable")
     assert bench.vs_published(0.0788 * 1.05, 0.0788)[1] == "within 10%"
     assert bench.vs_published(0.05, 0.0788)[1] == "below by more than 10%"
     md = bench.markdown({"rows": rows, "environment": {"device": "H200"}, "command": "c"})

@@ -279,7 +279,9 @@ def ultra_vs_hstu(agg: Dict[Tuple[str, str], Dict[str, Any]], dataset: str) -> D
     u, h = agg.get((dataset, "ultra_hstu")), agg.get((dataset, "hstu"))
     if not u or not h or not all(u[k] and h[k] for k in ("hr@10", "ndcg@10")):
         return {"verdict": "not measured"}
-    ratio = {k: u[k][0] / h[k][0] if h[k][0] else math.inf for k in ("hr@10", "ndcg@10")}
+    if not all(h[k][0] > 0 for k in ("hr@10", "ndcg@10")):
+        return {"verdict": "not measurable (GR HSTU's mean is 0)"}
+    ratio = {k: u[k][0] / h[k][0] for k in ("hr@10", "ndcg@10")}
     met = all(v >= 1.0 for v in ratio.values())
     return {**ratio, "verdict": "met" if met else "missed"}
 
