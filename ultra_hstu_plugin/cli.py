@@ -33,6 +33,7 @@ BENCHMARKS = {
     "lbsl": "ultra_hstu_plugin.bench.lbsl",
     "scaling": "ultra_hstu_plugin.bench.scaling",
     "inference": "ultra_hstu_plugin.bench.inference",
+    "retrieval": "ultra_hstu_plugin.bench.retrieval",
 }
 # One line each for `ultra-hstu bench --help`, written here so that the help imports none
 # of the benchmarks (they import torch and triton).
@@ -42,6 +43,7 @@ BENCHMARK_HELP = {
     "int4_embedding": "embedding table bytes and lookup latency, fp16 vs INT4 (CPU; GPU: --gpu-only)",
     "lbsl": "load imbalance over ranks: no sampling vs stochastic length vs LBSL (CPU simulator)",
     "layer": "one ULTRA-HSTU layer's train step, bf16 vs fp8 (GPU)",
+    "retrieval": "SASRec vs GR's HSTU vs ULTRA-HSTU on Amazon retrieval, seeds, published rows",
     "scaling": "whole encoders over L: GR's HSTU stack vs ULTRA-HSTU stacks, train + inference (GPU)",
     "sla_attention": "SLA attention vs GR's Triton HSTU attention, FlexAttention, SDPA (GPU)",
 }
@@ -127,8 +129,9 @@ def _cmd_retrieval_train(args: argparse.Namespace) -> int:
     summary = run(args.gin, args.gin_param or [], device=args.device)
     ev = summary.get("eval") or {}
     if ev:
+        what = "test at the best validation epoch" if summary.get("test") else "final eval"
         print(
-            f"\nfinal eval ({summary['dataset']}, {summary['model']}, epoch {ev['epoch'] + 1}): "
+            f"\n{what} ({summary['dataset']}, {summary['model']}, epoch {ev['epoch'] + 1}): "
             + ", ".join(f"{k}={ev[k]:.4f}" for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"))
         )
     print(f"wrote {summary['output_dir']}/metrics.json and curves.jsonl")

@@ -13,6 +13,7 @@ attribute the retrieval path touches is named in this file only.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Callable, Dict, Mapping
 
@@ -94,6 +95,31 @@ def item_embedding_table(model: torch.nn.Module) -> torch.nn.Embedding:
 def set_sampler_item_table(sampler: torch.nn.Module, table: torch.nn.Embedding) -> None:
     """What GR's train_fn does each step for the "local" sampler (``._item_emb``)."""
     sampler._item_emb = table
+
+
+def ignored_last_n(dataset: torch.utils.data.Dataset) -> int:
+    """How many of each user's last items a GR ``DatasetV2`` leaves out (``ignore_last_n``)."""
+    return int(dataset._ignore_last_n)
+
+
+def dataset_without_last_n(dataset: torch.utils.data.Dataset, n: int) -> torch.utils.data.Dataset:
+    """A copy of a GR ``DatasetV2`` that also leaves out the last ``n`` items of every user.
+
+    GR builds its splits with ``DatasetV2(ignore_last_n=...)``: the train split drops each
+    user's last item, the eval split predicts it.  One more dropped item of each gives the
+    SASRec protocol's leave-one-out validation: ``dataset_without_last_n(train, 1)`` trains
+    without the second-to-last item, ``dataset_without_last_n(eval, 1)`` is GR's eval on it
+    (its target the second-to-last item, its history everything before).  The copy shares
+    the csv frame (read once) and starts with an empty row cache; ``dataset`` is unchanged.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not hasattr(dataset, "_ignore_last_n"):
+        raise TypeError(f"{type(dataset).__name__} is not one of GR's DatasetV2 (no ignore_last_n)")
+    out = copy.copy(dataset)
+    out._ignore_last_n = dataset._ignore_last_n + n
+    out._cache = {}
+    return out
 
 
 def configurable_defaults(fn: Callable[..., Any]) -> Dict[str, Any]:
@@ -213,12 +239,14 @@ __all__ = [
     "add_to_summary_writer",
     "configurable_defaults",
     "create_data_loader",
+    "dataset_without_last_n",
     "eval_metrics_v2_from_tensors",
     "get_eval_state",
     "get_similarity_function",
     "get_top_k_module",
     "get_weighted_loss",
     "hstu_encoder",
+    "ignored_last_n",
     "install_research_hooks",
     "item_embedding_table",
     "movielens_seq_features_from_row",

@@ -17,6 +17,20 @@ filtered; corpora under GR's eval depth through :mod:`.candidates`), averaged wi
 ``curves.jsonl`` / TensorBoard / the final checkpoint under ``ultra_hstu.RetrievalRun.
 output_dir`` (GR writes ``./exps`` and ``./ckpts``).
 
+Validation and stopping (ours; ``ultra_hstu.RetrievalRun.*``, off by default, so GR's loop
+is what runs unless asked): ``validation = True`` is the SASRec protocol's leave-one-out
+split: training drops each user's last *two* items, the per-epoch eval (always over every
+user) predicts the second-to-last item from the items before it, and the test split is
+GR's eval split (the last item from everything before it, the validation item included);
+both evals are GR's own code on GR's ``DatasetV2`` with one more item left out
+(:func:`ultra_hstu_plugin.host.dataset_without_last_n`).  ``early_stopping_patience = P``
+stops after P epochs without a better validation ``early_stopping_metric`` (default
+``ndcg@10``); ``max_train_seconds`` stops when the run's wall time (training and evals,
+from the first step) passes it, after evaluating the epoch it stopped in.  The weights of
+the best validation epoch are kept (a copy in memory) and the test metrics reported are
+theirs (``summary["test"]``, also ``summary["eval"]``); without validation ``eval`` is the
+last epoch's, as in GR.
+
 Differences from GR's loop, on purpose: no ``torch.autograd.set_detect_anomaly(True)``
 (GR turns on autograd's anomaly mode, a debugging aid that slows every step); the eval GR
 runs every ``eval_interval`` steps on the current *training* batch is not run (the
@@ -32,7 +46,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
 import torch
@@ -49,11 +63,13 @@ from ultra_hstu_plugin.host import (
     SampledSoftmaxLoss,
     configurable_defaults,
     create_data_loader,
+    dataset_without_last_n,
     eval_metrics_v2_from_tensors,
     get_eval_state,
     get_similarity_function,
     get_top_k_module,
     get_weighted_loss,
+    ignored_last_n,
     item_embedding_table,
     movielens_seq_features_from_row,
     research_avg,
@@ -78,6 +94,50 @@ class RetrievalRun:
     output_dir: str = "runs/retrieval"
     device: str = "cpu"  # "cpu" (gloo) or "cuda" (NCCL); --device is its shorthand
     save_checkpoint: bool = True
+    # leave-one-out validation: train without the last two items, validate on the
+    # second-to-last, test on the last (at the best validation epoch)
+    validation: bool = False
+    early_stopping_patience: int = 0  # epochs without a better validation metric; 0: off
+    early_stopping_metric: str = "ndcg@10"  # one of REPORTED
+    max_train_seconds: float = 0.0  # wall-time cap of the run (train + evals); 0: none
+
+    def __post_init__(self) -> None:
+        if self.early_stopping_metric not in REPORTED:
+            raise ValueError(
+                f"ultra_hstu.RetrievalRun.early_stopping_metric must be one of "
+                f"{', '.join(REPORTED)}, got {self.early_stopping_metric!r}"
+            )
+        if self.early_stopping_patience < 0 or self.max_train_seconds < 0:
+            raise ValueError(
+                "ultra_hstu.RetrievalRun.early_stopping_patience and max_train_seconds must be >= 0"
+            )
+        if self.early_stopping_patience and not self.validation:
+            raise ValueError(
+                "ultra_hstu.RetrievalRun.early_stopping_patience needs "
+                "ultra_hstu.RetrievalRun.validation = True (stopping on the eval split "
+                "would select the epoch on the test items)"
+            )
+
+
+def splits(
+    dataset: Any, validation: bool
+) -> Tuple[torch.utils.data.Dataset, Optional[torch.utils.data.Dataset], torch.utils.data.Dataset]:
+    """(train, validation or None, test) splits of GR's ``RecoDataset``.
+
+    Without validation: GR's train and eval splits.  With it: each of GR's splits with one
+    more item of every user left out for train and validation; test is GR's eval split.
+    """
+    train, test = dataset.train_dataset, dataset.eval_dataset
+    if not validation:
+        return train, None, test
+    train, val = dataset_without_last_n(train, 1), dataset_without_last_n(test, 1)
+    if not ignored_last_n(train) == ignored_last_n(val) + 1 == ignored_last_n(test) + 2:
+        raise ValueError(
+            f"validation split needs GR's train split to leave out one item more than its "
+            f"eval split; got ignore_last_n {ignored_last_n(dataset.train_dataset)} and "
+            f"{ignored_last_n(test)}"
+        )
+    return train, val, test
 
 
 # Bindings each main module reads besides train_fn's; the others' are errors (ignored).
@@ -245,6 +305,15 @@ def train(settings: RetrievalRun, rank: int = 0, world_size: int = 1) -> Dict[st
         cleanup()
 
 
+def _any_rank(flag: bool, device: torch.device, world_size: int) -> bool:
+    """``flag`` on any rank (the ranks must stop together)."""
+    if world_size == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any]:
     device, world_size = ctx.device, ctx.world_size
     if device.type == "cuda":
@@ -256,8 +325,9 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
         chronological=True,
         positional_sampling_ratio=p["positional_sampling_ratio"],
     )
+    train_split, val_split, test_split = splits(dataset, settings.validation)
     train_sampler, train_loader = create_data_loader(
-        dataset.train_dataset,
+        train_split,
         batch_size=p["local_batch_size"],
         world_size=world_size,
         rank=ctx.rank,
@@ -265,13 +335,23 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
         drop_last=world_size > 1,
     )
     eval_sampler, eval_loader = create_data_loader(
-        dataset.eval_dataset,
+        test_split,
         batch_size=p["eval_batch_size"],
         world_size=world_size,
         rank=ctx.rank,
         shuffle=True,  # GR's choice: partial evals see a random subset
         drop_last=world_size > 1,
     )
+    val_sampler, val_loader = None, None
+    if val_split is not None:
+        val_sampler, val_loader = create_data_loader(
+            val_split,
+            batch_size=p["eval_batch_size"],
+            world_size=world_size,
+            rank=ctx.rank,
+            shuffle=True,  # shards over ranks (GR shards only shuffled loaders)
+            drop_last=world_size > 1,
+        )
     model, ar_loss, sampler = _build(p, dataset, device)
     module = model
     n_params = sum(t.numel() for t in module.parameters())
@@ -286,14 +366,25 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
     rank0 = ctx.rank == 0
     writer = None
     if rank0:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+            writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+        except ImportError as e:  # tensorboard not installed: curves.jsonl still has it all
+            _say(f"no TensorBoard log ({e}); curves.jsonl and metrics.json are written")
         _say(
             f"retrieval: {module.debug_str()} on {p['dataset_name']} ({len(dataset.train_dataset)} "
             f"users, {dataset.max_item_id} items), {n_params} parameters, {device.type} "
             f"x{world_size}, {p['num_epochs']} epoch(s) of {len(train_loader)} steps"
         )
+        if settings.validation:
+            _say(
+                f"  validation: leave-one-out (train without each user's last 2 items, "
+                f"validate on the 2nd-to-last, test on the last at the best validation "
+                f"epoch); early stopping on {settings.early_stopping_metric}, patience "
+                f"{settings.early_stopping_patience or 'off'}; max_train_seconds "
+                f"{settings.max_train_seconds or 'none'}"
+            )
     curves = (out / "curves.jsonl").open("w") if rank0 else None
     history: List[Dict[str, Any]] = []
     lr_base = p["learning_rate"]
@@ -301,13 +392,18 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
     start = time.time()
     last_loss = float("nan")
     out_len = p["gr_output_length"] + 1
+    metric = settings.early_stopping_metric
+    best_point: Optional[Dict[str, Any]] = None
+    best_state: Optional[Dict[str, torch.Tensor]] = None
+    since_best = 0
+    stop_reason = "num_epochs"
     for epoch in range(p["num_epochs"]):
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
-        if eval_sampler is not None:
-            eval_sampler.set_epoch(epoch)
+        for s in (train_sampler, eval_sampler, val_sampler):
+            if s is not None:
+                s.set_epoch(epoch)
         model.train()
         epoch_start, losses = time.time(), []
+        out_of_time = False
         for row in train_loader:
             seq, target_ids, _ = movielens_seq_features_from_row(
                 row, device=device, max_output_length=out_len
@@ -354,12 +450,19 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
             step += 1
             if rank0 and step % p["eval_interval"] == 0:  # GR's train-loss log cadence
                 _say(f"  step {step}: train loss {last_loss:.4f}")
+            if settings.max_train_seconds and _any_rank(
+                time.time() - start > settings.max_train_seconds, device, world_size
+            ):
+                out_of_time = True
+                break
         train_seconds = time.time() - epoch_start
-        full = epoch % p["full_eval_every_n"] == 0
+        # validation: every user each epoch (a partial eval would make the choice noisy)
+        full = val_loader is not None or epoch % p["full_eval_every_n"] == 0
+        eval_start = time.time()
         metrics = evaluate(
             module,
             dataset,
-            eval_loader,
+            val_loader if val_loader is not None else eval_loader,
             sampler,
             p,
             device,
@@ -369,25 +472,66 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
         point = {
             "epoch": epoch,
             "step": step,
+            "split": "validation" if val_loader is not None else "eval",
             "train_loss": sum(losses) / max(len(losses), 1),
             "full_eval": full,
             "train_seconds": round(train_seconds, 2),
+            "eval_seconds": round(time.time() - eval_start, 2),
             **metrics,
         }
         history.append(point)
+        improved = best_point is None or metrics[metric] > best_point[metric]
+        if improved:
+            best_point, since_best = point, 0
+            if val_loader is not None:  # the weights the test split is ranked with
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            since_best += 1
         if rank0:
             for k, v in metrics.items():
-                writer.add_scalar(f"eval_epoch/{k}", v, epoch)
+                if writer is not None:
+                    writer.add_scalar(f"eval_epoch/{k}", v, epoch)
             curves.write(json.dumps(point) + "\n")
             curves.flush()
+            label = "validation" if val_loader is not None else "eval"
+            mark = " (best)" if improved else f" (best epoch {best_point['epoch'] + 1})"
             _say(
                 f"epoch {epoch + 1}/{p['num_epochs']}: train loss {point['train_loss']:.4f} "
-                f"({train_seconds:.1f} s); eval{'' if full else ' (partial)'} "
-                + _metrics_line(metrics)
+                f"({train_seconds:.1f} s, {time.time() - start:.0f} s in all); "
+                f"{label}{'' if full else ' (partial)'} " + _metrics_line(metrics) + mark
             )
             every = p["save_ckpt_every_n"]
             if settings.save_checkpoint and epoch > 0 and every and epoch % every == 0:
                 _save(out, model, opt, epoch)
+        if out_of_time:
+            stop_reason = "max_train_seconds"
+            break
+        patience = settings.early_stopping_patience
+        if patience and since_best >= patience:
+            stop_reason = "early_stopping"
+            break
+    if rank0 and stop_reason != "num_epochs":
+        why = (
+            f"no better validation {metric} in {settings.early_stopping_patience} epoch(s)"
+            if stop_reason == "early_stopping"
+            else f"max_train_seconds {settings.max_train_seconds:g} passed"
+        )
+        _say(f"stopped after epoch {len(history)}: {why}")
+    test_point: Dict[str, Any] = {}
+    if val_loader is not None and best_point is not None:
+        module.load_state_dict(best_state)
+        test_point = {
+            "epoch": best_point["epoch"],
+            "step": best_point["step"],
+            "split": "test",
+            "full_eval": True,
+            **evaluate(module, dataset, eval_loader, sampler, p, device, world_size),
+        }
+        if rank0:
+            _say(
+                f"test at the best validation epoch ({best_point['epoch'] + 1}, "
+                f"{metric} {best_point[metric]:.4f}): " + _metrics_line(test_point)
+            )
     summary: Dict[str, Any] = {
         "dataset": p["dataset_name"],
         "main_module": p["main_module"],
@@ -396,17 +540,31 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
         "world_size": world_size,
         "parameters": n_params,
         "epochs": p["num_epochs"],
+        "epochs_run": len(history),
         "steps": step,
         "train_loss": last_loss,
         "seconds": round(time.time() - start, 1),
-        "eval": history[-1] if history else {},
+        "stop_reason": stop_reason,
+        "random_seed": p["random_seed"],
+        "eval": test_point or (history[-1] if history else {}),
         "output_dir": str(out),
     }
+    if val_loader is not None:
+        summary.update(
+            validation=best_point or {},
+            test=test_point,
+            best_epoch=best_point["epoch"] if best_point else None,
+            early_stopping_metric=metric,
+            early_stopping_patience=settings.early_stopping_patience,
+        )
     if rank0:
-        if settings.save_checkpoint and p["num_epochs"] > 0:
-            summary["checkpoint"] = str(_save(out, model, opt, p["num_epochs"] - 1))
-        writer.flush()
-        writer.close()
+        if settings.save_checkpoint and history:
+            # with validation: the best validation epoch's weights (loaded for the test)
+            last = best_point["epoch"] if test_point else history[-1]["epoch"]
+            summary["checkpoint"] = str(_save(out, model, opt, last))
+        if writer is not None:
+            writer.flush()
+            writer.close()
         curves.close()
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
