@@ -33,6 +33,7 @@ BENCHMARKS = {
     "lbsl": "ultra_hstu_plugin.bench.lbsl",
     "scaling": "ultra_hstu_plugin.bench.scaling",
     "inference": "ultra_hstu_plugin.bench.inference",
+    "quality": "ultra_hstu_plugin.bench.quality",
 }
 # One line each for `ultra-hstu bench --help`, written here so that the help imports none
 # of the benchmarks (they import torch and triton).
@@ -42,6 +43,7 @@ BENCHMARK_HELP = {
     "int4_embedding": "embedding table bytes and lookup latency, fp16 vs INT4 (CPU; GPU: --gpu-only)",
     "lbsl": "load imbalance over ranks: no sampling vs stochastic length vs LBSL (CPU simulator)",
     "layer": "one ULTRA-HSTU layer's train step, bf16 vs fp8 (GPU)",
+    "quality": "trained NE/AUC, FLOPs, wall time: GR's HSTU vs ULTRA-HSTU families + ablations",
     "scaling": "whole encoders over L: GR's HSTU stack vs ULTRA-HSTU stacks, train + inference (GPU)",
     "sla_attention": "SLA attention vs GR's Triton HSTU attention, FlexAttention, SDPA (GPU)",
 }
