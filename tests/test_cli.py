@@ -37,7 +37,7 @@ def test_unknown_benchmark():
     out = _cli("bench", "nope")
     assert (
         out.returncode != 0
-        and "known: fp8_gemm, inference, int4_embedding, layer, lbsl, scaling, sla_attention"
+        and "known: fp8_gemm, inference, int4_embedding, layer, lbsl, quality, scaling, sla_attention"
         in out.stderr
     )
 

@@ -1074,14 +1074,24 @@ def _csv_list(text: str) -> List[str]:
     return [x for x in text.split(",") if x]
 
 
-def parse_args(argv: List[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ultra-hstu bench quality",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="gpu",
+        help="gpu: the H200 run (~8 min); cpu-smoke: toy sizes, < 2 min on CPU (the test)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/quality"),
+        help="quality.{jsonl,json,md,png}, runs/ and data/ go here",
+    )
     p.add_argument(
         "--ml100k-data",
         default="data",
@@ -1117,7 +1127,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
         default=None,
         help="re-render quality.{json,md,png} from these quality.jsonl files",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -69,7 +69,7 @@ class SyntheticConfig:
     max_len: int = 1024
     num_candidates: int = 10
     signal_events: int = 32
-    recent_events: int = 8
+    recent_events: int = 16
     p_early: float = 0.85
     p_recent: float = 0.7
     p_base: float = 0.15
