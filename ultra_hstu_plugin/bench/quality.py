@@ -1154,13 +1154,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.report_only:
         rows = [json.loads(x) for p in args.report_only for x in p.read_text().splitlines() if x]
         meta = {
-            "command": shlex.join(["ultra-hstu", "bench", "quality", *argv]),
-            "commit": git_commit(),
+            "command": "?",
+            "report_command": shlex.join(["ultra-hstu", "bench", "quality", *argv]),
+            "report_commit": git_commit(),
             "report_only": [str(p) for p in args.report_only],
         }
         old = args.report_only[0].with_suffix(".json")
-        if old.exists():
-            meta = {**json.loads(old.read_text()).get("meta", {}), **meta}
+        if old.exists():  # the measuring run's device, commit and command
+            meta = {**meta, **json.loads(old.read_text()).get("meta", {})}
         summary = render(rows, meta, args.out)
         doc = {"meta": meta, "rows": rows, "summary": summary}
         (args.out / "quality.json").write_text(json.dumps(doc, indent=1))
