@@ -131,16 +131,16 @@ def test_synthetic_sizes_come_from_gin(tmp_path):
     df = pd.read_csv(tmp_path / "synthetic_sasrec_format.csv")
     assert len(df) == 40  # --set overrides gin's num_users=20000
     items = df["sequence_item_ids"].str.split(",").explode().astype(int)
-    assert items.max() > 5000  # gin's num_items=50000 (the default is 5000)
+    assert items.max() > 40  # gin's num_items=80 (the default is 40)
 
 
 def test_synthetic_dataset_has_two_binary_tasks(tmp_path):
     from ultra_hstu_plugin.data.synthetic import SyntheticConfig, generate_synthetic
     from ultra_hstu_plugin.registry import discover
 
-    generate_synthetic(tmp_path, SyntheticConfig(num_users=6, min_len=40, max_len=48))
+    generate_synthetic(tmp_path, SyntheticConfig(num_users=6, min_len=56, max_len=60))
     spec = discover().get("dataset", "synthetic-long").load()
-    cfg = spec.hstu_config({"max_seq_len": 64})
+    cfg = spec.hstu_config({"max_seq_len": 72})
     assert [t.task_name for t in cfg.multitask_configs] == ["rating", "love"]
     ds = spec.dataset(cfg, str(tmp_path))
     ds.load_query_samples([0, 1])

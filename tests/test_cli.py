@@ -37,6 +37,7 @@ def test_unknown_benchmark():
     out = _cli("bench", "nope")
     assert out.returncode != 0 and "known: " + ", ".join(sorted(cli.BENCHMARKS)) in out.stderr
     assert "retrieval" in cli.BENCHMARKS
+    assert "quality" in cli.BENCHMARKS
 
 
 def test_bench_help_is_the_benchmarks_own():

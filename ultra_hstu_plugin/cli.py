@@ -34,6 +34,7 @@ BENCHMARKS = {
     "scaling": "ultra_hstu_plugin.bench.scaling",
     "inference": "ultra_hstu_plugin.bench.inference",
     "retrieval": "ultra_hstu_plugin.bench.retrieval",
+    "quality": "ultra_hstu_plugin.bench.quality",
 }
 # One line each for `ultra-hstu bench --help`, written here so that the help imports none
 # of the benchmarks (they import torch and triton).
@@ -44,6 +45,7 @@ BENCHMARK_HELP = {
     "lbsl": "load imbalance over ranks: no sampling vs stochastic length vs LBSL (CPU simulator)",
     "layer": "one ULTRA-HSTU layer's train step, bf16 vs fp8 (GPU)",
     "retrieval": "SASRec vs GR's HSTU vs ULTRA-HSTU on Amazon retrieval, seeds, published rows",
+    "quality": "trained NE/AUC, FLOPs, wall time: GR's HSTU vs ULTRA-HSTU families + ablations",
     "scaling": "whole encoders over L: GR's HSTU stack vs ULTRA-HSTU stacks, train + inference (GPU)",
     "sla_attention": "SLA attention vs GR's Triton HSTU attention, FlexAttention, SDPA (GPU)",
 }

@@ -121,7 +121,7 @@ def register_builtin_components(registry: Registry) -> None:
     r(
         "dataset",
         "synthetic-long",
-        "synthetic long-sequence ranking data with a planted early+recent signal",
+        "synthetic long-sequence ranking data with a planted far-back (early) + recent signal",
         "ultra_hstu_plugin.data.datasets:SYNTHETIC_LONG",
         origin,
     )

@@ -1,21 +1,35 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
-"""A synthetic long-sequence ranking dataset with a planted, learnable signal.
+"""A synthetic long-sequence ranking dataset whose planted signal lies far back *and* recently.
 
 Written in the same CSV layout as :mod:`ultra_hstu_plugin.data.movielens`, so GR's
-MovieLens dataset class loads it unchanged.  Items fall into ``num_clusters`` clusters
-(``item_id % num_clusters``).  Every user has
+MovieLens dataset class loads it unchanged.  Few items (``num_items``, default 40) fall into
+few clusters (``num_clusters``, default 4; item ``i`` is in cluster ``(i - 1) % num_clusters``),
+so the signal is learnable in a few hundred steps.  Every user has two tastes, an *early*
+cluster and a different *recent* one:
 
-* an *early* taste: their first ``signal_events`` events come from one cluster, and
-* a *recent* taste: their last ``signal_events`` history events come from another;
+* the first ``signal_events`` history events (the start of the history, far back once the
+  history is long) are items of the early cluster, liked with probability ``p_early``;
+* the last ``recent_events`` history events are items of the recent cluster, liked with
+  probability ``p_recent``;
+* every other history event is *noise*: a uniformly drawn item whose label is drawn at the
+  base rate ``p_base``, whatever its cluster.  (Were noise events in the early cluster
+  liked more often, the early taste would leak into the recent window, and a window-only
+  model could learn it from recent events alone.)
 
-everything in between is uniform noise.  A candidate's rating (the label) is high with
-probability ``p_early`` if it is in the early cluster, ``p_recent`` if in the recent one,
-``p_base`` otherwise.  A model that only sees a local window of the last events cannot
-see the early taste once sequences are longer than the window, so it scores measurably
-worse than one with a global prefix (SLA's K2) or full attention.
+Candidates (the last ``num_candidates`` events) are a third each from the early cluster, the
+recent cluster and uniform; a candidate's label is drawn with ``p_early`` if it is in the
+user's early cluster, ``p_recent`` if in the recent one, ``p_base`` otherwise.  So the label
+of a candidate outside the recent cluster depends only on events at the start of the
+history: a model that attends to a local window of the last ``K1 < L - signal_events``
+events (SLA with ``K2 = 0``) cannot tell the early cluster from the other clusters, while
+one with a global prefix (``K2 >= signal_events`` + contextual tokens) or full attention
+can (``tests/test_synthetic_signal.py`` checks this on the generator itself).
 
-Two tasks: "rating >= 4" (GR's own label) and "rating == 5", both binary
-(see ``TwoTaskMovieLensDataset`` in :mod:`ultra_hstu_plugin.data.datasets`).
+Vectorised over users and events (numpy); only the CSV strings are built per user.
+
+Two tasks: "rating >= 4" (GR's own label) and "rating == 5" (a liked event is rated 4 or 5
+with equal probability), both binary (``TwoTaskMovieLensDataset`` in
+:mod:`ultra_hstu_plugin.data.datasets`).
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Dict, Union
 
 import gin
 import numpy as np
@@ -35,22 +49,30 @@ OUTPUT_NAME = "synthetic_sasrec_format.csv"
 MAX_ITEMS = 1 << 16
 MAX_USERS = 1 << 17
 
+# Event roles in :func:`synthetic_arrays`' ``role`` matrix.
+PAD, NOISE, EARLY, RECENT, CANDIDATE = -1, 0, 1, 2, 3
+
 
 @gin.configurable(module="ultra_hstu")
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Sizes and signal strength; bound in gin (``ultra_hstu.SyntheticConfig.num_users = ...``)."""
+    """Sizes and signal strength; bound in gin (``ultra_hstu.SyntheticConfig.num_users = ...``).
+
+    ``min_len`` / ``max_len``: events per user, candidates included (history = length -
+    ``num_candidates``).
+    """
 
     num_users: int = 2000
-    num_items: int = 5000
-    num_clusters: int = 20
+    num_items: int = 40
+    num_clusters: int = 4
     min_len: int = 256
     max_len: int = 1024
     num_candidates: int = 10
-    signal_events: int = 8
-    p_early: float = 0.85
-    p_recent: float = 0.7
-    p_base: float = 0.15
+    signal_events: int = 32
+    recent_events: int = 16
+    p_early: float = 0.9
+    p_recent: float = 0.8
+    p_base: float = 0.1
     seed: int = 0
 
     def validate(self) -> None:
@@ -59,17 +81,18 @@ class SyntheticConfig:
                 f"num_users must be in [1, {MAX_USERS}) and num_items in [1, {MAX_ITEMS}) "
                 f"(the embedding tables' sizes), got {self.num_users}, {self.num_items}"
             )
-        if self.num_users <= 0 or self.num_items <= 0:
-            raise ValueError(
-                f"num_users and num_items must be positive, got {self.num_users}, {self.num_items}"
-            )
         if not 2 <= self.num_clusters <= self.num_items:
             raise ValueError(f"num_clusters must be in [2, num_items], got {self.num_clusters}")
-        needed = 2 * self.signal_events + self.num_candidates + 1
+        if self.signal_events < 1 or self.recent_events < 0 or self.num_candidates < 1:
+            raise ValueError(
+                "signal_events and num_candidates must be >= 1 and recent_events >= 0, got "
+                f"{self.signal_events}, {self.num_candidates}, {self.recent_events}"
+            )
+        needed = self.signal_events + self.recent_events + self.num_candidates + 1
         if self.min_len < needed:
             raise ValueError(
                 f"min_len={self.min_len} is too short: need at least {needed} events "
-                "(early signal + recent signal + candidates)"
+                "(early signal + recent signal + candidates + 1 noise event)"
             )
         if self.max_len < self.min_len:
             raise ValueError(f"max_len={self.max_len} is below min_len={self.min_len}")
@@ -79,51 +102,98 @@ class SyntheticConfig:
                 raise ValueError(f"{name} must be a probability, got {p}")
 
 
-def _items_in_cluster(
-    rng: np.random.Generator, cfg: SyntheticConfig, cluster: int, n: int
-) -> np.ndarray:
-    per_cluster = (cfg.num_items - 1 - cluster) // cfg.num_clusters + 1
-    # items are 1-based and item i is in cluster (i - 1) % num_clusters
-    return cluster + cfg.num_clusters * rng.integers(0, per_cluster, size=n) + 1
+def _items_in(rng: np.random.Generator, cfg: SyntheticConfig, clusters: np.ndarray) -> np.ndarray:
+    """One uniformly drawn item of each given cluster (same shape as ``clusters``)."""
+    per_cluster = (cfg.num_items - 1 - clusters) // cfg.num_clusters + 1
+    k = np.minimum((rng.random(clusters.shape) * per_cluster).astype(np.int64), per_cluster - 1)
+    return clusters + cfg.num_clusters * k + 1  # 1-based ids
+
+
+def synthetic_arrays(cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
+    """The dataset as padded ``[num_users, max_len]`` matrices (vectorised; no per-event loop).
+
+    ``items`` (1-based ids, 0 = padding), ``ratings`` (1..5, 0 = padding), ``role``
+    (:data:`NOISE`, :data:`EARLY`, :data:`RECENT`, :data:`CANDIDATE`, :data:`PAD`),
+    ``lengths`` (events per user, candidates included), ``early`` / ``recent`` (each user's
+    two taste clusters) and ``p_like`` (the probability each label was drawn with).
+    """
+    cfg.validate()
+    rng = np.random.default_rng(cfg.seed)
+    U, W, C = cfg.num_users, cfg.max_len, cfg.num_clusters
+    s, r, c = cfg.signal_events, cfg.recent_events, cfg.num_candidates
+    lengths = rng.integers(cfg.min_len, cfg.max_len + 1, size=U)
+    early = rng.integers(0, C, size=U)
+    recent = (early + rng.integers(1, C, size=U)) % C  # never the early cluster
+    pos = np.arange(W)[None, :]
+    hist_end = (lengths - c)[:, None]
+    role = np.full((U, W), NOISE, dtype=np.int64)
+    role[np.broadcast_to(pos < s, (U, W))] = EARLY
+    role[(pos >= hist_end - r) & (pos < hist_end)] = RECENT
+    role[pos >= hist_end] = CANDIDATE
+    role[pos >= lengths[:, None]] = PAD
+
+    items = rng.integers(1, cfg.num_items + 1, size=(U, W))  # noise: uniform items
+    # candidates: a third from the early cluster, a third from the recent one, a third uniform
+    kind = rng.integers(0, 3, size=(U, W))
+    cluster_of = np.where(
+        (role == EARLY) | ((role == CANDIDATE) & (kind == 0)),
+        early[:, None],
+        np.where((role == RECENT) | ((role == CANDIDATE) & (kind == 1)), recent[:, None], -1),
+    )
+    planted = cluster_of >= 0
+    items[planted] = _items_in(rng, cfg, cluster_of[planted])
+    clusters = (items - 1) % C
+
+    # labels: noise at the base rate whatever its cluster; planted history events at their
+    # taste's rate; candidates by the cluster they fall in
+    p_cand = np.where(
+        clusters == early[:, None],
+        cfg.p_early,
+        np.where(clusters == recent[:, None], cfg.p_recent, cfg.p_base),
+    )
+    p_like = np.select(
+        [role == EARLY, role == RECENT, role == CANDIDATE],
+        [cfg.p_early, cfg.p_recent, p_cand],
+        default=cfg.p_base,
+    )
+    liked = rng.random((U, W)) < p_like
+    ratings = np.where(liked, rng.integers(4, 6, size=(U, W)), rng.integers(1, 4, size=(U, W)))
+    pad = role == PAD
+    items[pad], ratings[pad], p_like[pad] = 0, 0, 0.0
+    return {
+        "items": items,
+        "ratings": ratings,
+        "role": role,
+        "lengths": lengths,
+        "early": early,
+        "recent": recent,
+        "p_like": p_like,
+    }
+
+
+def _joined(matrix: np.ndarray, lengths: np.ndarray) -> list:
+    return [",".join(map(str, row[:n].tolist())) for row, n in zip(matrix, lengths)]
 
 
 def synthetic_rows(cfg: SyntheticConfig) -> pd.DataFrame:
-    cfg.validate()
-    rng = np.random.default_rng(cfg.seed)
-    rows = []
-    s, c = cfg.signal_events, cfg.num_candidates
-    for user in range(1, cfg.num_users + 1):
-        n = int(rng.integers(cfg.min_len, cfg.max_len + 1))
-        early, recent = rng.choice(cfg.num_clusters, size=2, replace=False)
-        items = rng.integers(1, cfg.num_items + 1, size=n)
-        items[:s] = _items_in_cluster(rng, cfg, int(early), s)
-        hist_end = n - c
-        items[hist_end - s : hist_end] = _items_in_cluster(rng, cfg, int(recent), s)
-        # candidates: a third from each planted cluster, a third random
-        kinds = rng.integers(0, 3, size=c)
-        for j, kind in enumerate(kinds):
-            if kind < 2:
-                items[hist_end + j] = _items_in_cluster(rng, cfg, int((early, recent)[kind]), 1)[0]
-        clusters = (items - 1) % cfg.num_clusters
-        p = np.where(
-            clusters == early, cfg.p_early, np.where(clusters == recent, cfg.p_recent, cfg.p_base)
-        )
-        liked = rng.random(n) < p
-        ratings = np.where(liked, rng.integers(4, 6, size=n), rng.integers(1, 4, size=n))
-        times = 1_600_000_000 + np.cumsum(rng.integers(1, 3600, size=n))
-        rows.append(
-            {
-                "user_id": user,
-                "sex": int(rng.integers(1, 3)),
-                "age_group": 25,
-                "occupation": int(rng.integers(1, 22)),
-                "zip_code": int(rng.integers(1, 100)),
-                "sequence_item_ids": ",".join(map(str, items.tolist())),
-                "sequence_ratings": ",".join(map(str, ratings.tolist())),
-                "sequence_timestamps": ",".join(map(str, times.tolist())),
-            }
-        )
-    return pd.DataFrame(rows)
+    """One row per user in GR's MovieLens CSV layout (see :func:`synthetic_arrays`)."""
+    a = synthetic_arrays(cfg)
+    rng = np.random.default_rng(cfg.seed + 1)  # side features: no signal
+    U, W = a["items"].shape
+    times = 1_600_000_000 + np.cumsum(rng.integers(1, 3600, size=(U, W)), axis=1)
+    n = a["lengths"]
+    return pd.DataFrame(
+        {
+            "user_id": np.arange(1, U + 1),
+            "sex": rng.integers(1, 3, size=U),
+            "age_group": 25,
+            "occupation": rng.integers(1, 22, size=U),
+            "zip_code": rng.integers(1, 100, size=U),
+            "sequence_item_ids": _joined(a["items"], n),
+            "sequence_ratings": _joined(a["ratings"], n),
+            "sequence_timestamps": _joined(times, n),
+        }
+    )
 
 
 def generate_synthetic(out_dir: Union[str, os.PathLike], cfg: SyntheticConfig) -> Path:

@@ -18,6 +18,10 @@ GR's ``train_loop`` and ``eval_loop`` keep running unchanged; what they see is
   It is also where a non-finite loss stops the run (:class:`NonFiniteLossError`), before
   that step's backward and optimizer step, so the model stays at the last finite step.
 
+Eval also gets AUC over the whole eval split (torchrec's ``AUCMetricComputation`` with a
+window larger than any eval split here, ``metric/window_auc/<task>``); GR's logger has NE,
+accuracy and GAUC only.
+
 The logger also times the run: ``first_step_seconds`` (train start to the end of the
 first optimizer step, Triton autotuning and compilation included) and ``steps_per_second``
 over the later steps (:meth:`CurveMetricsLogger.train_timing`).
@@ -38,6 +42,9 @@ from tqdm import tqdm
 from ultra_hstu_plugin.host import MetricsLogger
 
 logger = logging.getLogger(__name__)
+# Samples the eval AUC keeps: every eval prediction of the runs here (the window drops the
+# oldest beyond it, so AUC stays exact up to this many).
+EVAL_AUC_WINDOW = 1 << 24
 
 # Always steps/s: tqdm's default flips to s/step below one step a second (CPU runs).
 BAR_FORMAT = (
@@ -115,6 +122,7 @@ class CurveMetricsLogger(MetricsLogger):
     ) -> None:
         super().__init__(*args, **kwargs)
         self._device = torch.device(kwargs.get("device", "cpu"))  # GR's keeps no attribute
+        self._add_eval_auc(rank=int(kwargs.get("rank", 0)), batch_size=kwargs.get("batch_size"))
         if log_every_steps < 1:
             raise ValueError(f"log_every_steps must be >= 1, got {log_every_steps}")
         self.log_every_steps = log_every_steps
@@ -142,6 +150,21 @@ class CurveMetricsLogger(MetricsLogger):
         self._bar: Optional[tqdm] = None
         if progress_total > 0:
             self._bar = tqdm(total=progress_total, desc="train", unit="step", bar_format=BAR_FORMAT)
+
+    def _add_eval_auc(self, rank: int, batch_size: Optional[int]) -> None:
+        """AUC of the classification tasks over the eval split (keyed ``window_auc``)."""
+        if not self.class_metrics["eval"] or batch_size is None:
+            return
+        try:
+            from torchrec.metrics.auc import AUCMetricComputation
+        except ImportError:  # a torchrec stand-in without metrics: no AUC, the rest stays
+            return
+        n_tasks = self.class_metrics["eval"][0]._n_tasks
+        self.class_metrics["eval"].append(
+            AUCMetricComputation(
+                my_rank=rank, batch_size=batch_size, n_tasks=n_tasks, window_size=EVAL_AUC_WINDOW
+            ).to(self._device)
+        )
 
     def add_losses(self, aux_losses: Dict[str, torch.Tensor]) -> None:
         """Called by :func:`capturing_losses` with each training step's ``aux_losses``.

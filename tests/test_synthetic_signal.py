@@ -1,0 +1,103 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""The synthetic set's planted signal lies far back: the early events predict the labels of
+the candidates the early taste decides, the last K1 events do not (issue 11, item 3)."""
+
+import numpy as np
+import pytest
+
+from ultra_hstu_plugin.data import synthetic
+from ultra_hstu_plugin.data.synthetic import CANDIDATE, EARLY, NOISE, SyntheticConfig
+
+K1 = 64  # the local window of a window-only model (SLA with K2 = 0)
+CFG = SyntheticConfig(num_users=3000, min_len=400, max_len=512, seed=7)
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Mann-Whitney AUC with average ranks for ties."""
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    s = score[order]
+    i = 0
+    while i < len(s):  # average ranks over runs of ties (few distinct scores here)
+        j = np.searchsorted(s, s[i], side="right")
+        ranks[order[i:j]] = (i + j + 1) / 2
+        i = j
+    pos = label.astype(bool)
+    n1, n0 = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+@pytest.fixture(scope="module")
+def data():
+    a = synthetic.synthetic_arrays(CFG)
+    C = CFG.num_clusters
+    clusters = (a["items"] - 1) % C
+    liked = a["ratings"] >= 4
+    U, W = a["items"].shape
+    hist_end = a["lengths"] - CFG.num_candidates
+    pos = np.arange(W)[None, :]
+    early_part = pos < CFG.signal_events  # the start of the history
+    window = (pos >= (hist_end - K1)[:, None]) & (pos < hist_end[:, None])  # its last K1 events
+
+    def per_cluster(mask: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """[U, C]: sum of ``weight`` over the masked history events of each cluster."""
+        out = np.zeros((U, C))
+        for k in range(C):  # over the 4 clusters, not events
+            out[:, k] = (mask & (clusters == k) & weight).sum(axis=1)
+        return out
+
+    ones = np.ones_like(liked)
+    feats = {
+        "early_count": per_cluster(early_part, ones),
+        "window_count": per_cluster(window, ones),
+        # the leak of the earlier generator: liked events of the cluster in the window
+        "window_liked": per_cluster(window, liked),
+    }
+    feats["window_like_rate"] = feats["window_liked"] / np.maximum(feats["window_count"], 1)
+    u, j = np.nonzero(a["role"] == CANDIDATE)
+    cand_cluster = clusters[u, j]
+    cand = {name: f[u, cand_cluster] for name, f in feats.items()}
+    return a, clusters, liked, u, cand_cluster, cand, liked[u, j]
+
+
+def test_generator_is_deterministic_and_well_formed():
+    a = synthetic.synthetic_arrays(CFG)
+    b = synthetic.synthetic_arrays(CFG)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    valid = a["role"] >= 0
+    assert (a["items"][valid] >= 1).all() and (a["items"][valid] <= CFG.num_items).all()
+    assert set(np.unique(a["ratings"][valid])) <= {1, 2, 3, 4, 5}
+    assert (valid.sum(axis=1) == a["lengths"]).all()
+    assert (a["early"] != a["recent"]).all()
+    rows = synthetic.synthetic_rows(SyntheticConfig(num_users=5, min_len=60, max_len=70))
+    small = synthetic.synthetic_arrays(SyntheticConfig(num_users=5, min_len=60, max_len=70))
+    first = np.array(rows.sequence_item_ids[0].split(","), dtype=int)
+    assert np.array_equal(first, small["items"][0, : small["lengths"][0]])
+
+
+def test_noise_events_are_labelled_at_the_base_rate(data):
+    a, clusters, liked, *_ = data
+    noise = a["role"] == NOISE
+    in_early = clusters == a["early"][:, None]
+    rate_early = liked[noise & in_early].mean()
+    rate_other = liked[noise & ~in_early].mean()
+    assert abs(rate_early - CFG.p_base) < 0.02 and abs(rate_other - CFG.p_base) < 0.01
+    assert (clusters[a["role"] == EARLY] == np.repeat(a["early"], CFG.signal_events)).all()
+
+
+def test_early_events_predict_what_the_last_k1_events_cannot(data):
+    a, clusters, liked, u, cand_cluster, cand, label = data
+    # candidates outside the user's recent cluster: the early taste alone decides them
+    far = cand_cluster != a["recent"][u]
+    assert far.sum() > 5000
+    early_auc = auc(cand["early_count"][far], label[far])
+    assert early_auc > 0.8, early_auc
+    for name in ("window_count", "window_liked", "window_like_rate"):
+        window_auc = auc(cand[name][far], label[far])
+        assert abs(window_auc - 0.5) < 0.03, (name, window_auc)
+    # the recent signal is there too: outside the early cluster the window predicts labels
+    near = cand_cluster != a["early"][u]
+    assert auc(cand["window_count"][near], label[near]) > 0.65
+    # and the oracle of both (the labels' own probabilities) beats either part alone
+    both = cand["early_count"] * 10 + cand["window_count"]
+    assert auc(both, label) > max(auc(cand["early_count"], label), 0.6)
