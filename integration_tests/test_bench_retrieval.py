@@ -157,8 +157,9 @@ def test_max_train_seconds_stops_within_the_epoch_and_still_tests(
     assert (summary["stop_reason"], summary["epochs_run"], summary["steps"]) == (
         "max_train_seconds",
         1,
-        1,
+        2,  # the clock starts after the first step (autotuning excluded)
     )
+    assert summary["first_step_seconds"] is not None and summary["first_step_seconds"] >= 0
     assert [c[0] for c in calls] == ["validation", "test"]
     assert summary["test"]["epoch"] == 0
 
