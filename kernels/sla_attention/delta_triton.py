@@ -13,7 +13,7 @@ Forward only (inference).  Tiles are fixed (no autotuning yet: not tuned on a GP
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -138,6 +138,40 @@ def _delta_sla_fwd_kernel(
     )
 
 
+_DELTA_FLAGS = ("D", "DV", "HAS_TARGETS", "HAS_CTX", "HAS_TAIL", "HISTORY_MODE", "PRECISION",
+                "FAST_MATH")  # fmt: skip
+
+
+def _prepare_launch(
+    q: torch.Tensor,
+    v: torch.Tensor,
+    q_offsets: torch.Tensor,
+    cache_lengths: torch.Tensor,
+    num_targets: Optional[torch.Tensor],
+    max_seq_len: int,
+    max_delta_len: int,
+    alpha: float,
+    spec: SLAMaskSpec,
+    config: Optional[dict],
+    out: Optional[torch.Tensor],
+) -> Tuple[torch.Tensor, Optional[tuple]]:
+    """What both delta launchers share: the output buffer, and (grid, per-user target counts,
+    mask scalars, constexpr flags, tile config), or ``None`` when there is nothing to launch."""
+    total, H, _ = q.shape
+    if out is None:
+        out = torch.empty(total, H, v.shape[2], dtype=q.dtype, device=q.device)
+    B = q_offsets.numel() - 1
+    if total == 0 or B == 0 or max_delta_len == 0:
+        return out, None
+    scalars, flags = _common_args(q, v, q_offsets, num_targets, max_seq_len, alpha, spec)
+    flags = {key: flags[key] for key in _DELTA_FLAGS}
+    if config is None:
+        config = _INTERPRET_CONFIG if triton_interpreting() else _GPU_CONFIG
+    nt = num_targets if num_targets is not None else cache_lengths
+    grid = (B * H, triton.cdiv(max_delta_len, config["BLOCK_M"]))
+    return out, (grid, nt, tuple(scalars[:7]), flags, config)
+
+
 def delta_sla_attention_triton_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -165,20 +199,14 @@ def delta_sla_attention_triton_fwd(
         )  # fmt: skip
         return res.to(q.dtype) if out is None else out.copy_(res)
     q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
-    total, H, _ = q.shape
-    if out is None:
-        out = torch.empty(total, H, v.shape[2], dtype=q.dtype, device=q.device)
-    B = q_offsets.numel() - 1
-    if total == 0 or B == 0 or max_delta_len == 0:
+    out, launch = _prepare_launch(
+        q, v, q_offsets, cache_lengths, num_targets, max_seq_len, max_delta_len, alpha, spec,
+        config, out,
+    )  # fmt: skip
+    if launch is None:
         return out
-    scalars, flags = _common_args(q, v, q_offsets, num_targets, max_seq_len, alpha, spec)
-    alpha_, scale, H_, k1, prefix, ctx, tail = scalars[:7]
-    flags = {key: flags[key] for key in ("D", "DV", "HAS_TARGETS", "HAS_CTX", "HAS_TAIL",
-                                          "HISTORY_MODE", "PRECISION", "FAST_MATH")}  # fmt: skip
-    if config is None:
-        config = _INTERPRET_CONFIG if triton_interpreting() else _GPU_CONFIG
-    nt = num_targets if num_targets is not None else cache_lengths
-    grid = (B * H, triton.cdiv(max_delta_len, config["BLOCK_M"]))
+    grid, nt, (alpha_, scale, H_, k1, prefix, ctx, tail), flags, config = launch
+    total = q.shape[0]
     _delta_sla_fwd_kernel[grid](
         q, k, v, out, q_offsets, kv_offsets, cache_lengths, kept_ends, nt,
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *out.stride()[:2],
@@ -308,20 +336,14 @@ def delta_sla_attention_split_triton_fwd(
         return res.to(q.dtype) if out is None else out.copy_(res)
     q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
     k_cache, v_cache = _unit_stride(k_cache), _unit_stride(v_cache)
-    total, H, _ = q.shape
-    if out is None:
-        out = torch.empty(total, H, v.shape[2], dtype=q.dtype, device=q.device)
-    B = q_offsets.numel() - 1
-    if total == 0 or B == 0 or max_delta_len == 0:
+    out, launch = _prepare_launch(
+        q, v, q_offsets, cache_lengths, num_targets, max_seq_len, max_delta_len, alpha, spec,
+        config, out,
+    )  # fmt: skip
+    if launch is None:
         return out
-    scalars, flags = _common_args(q, v, q_offsets, num_targets, max_seq_len, alpha, spec)
-    alpha_, scale, H_, k1, prefix, ctx, tail = scalars[:7]
-    flags = {key: flags[key] for key in ("D", "DV", "HAS_TARGETS", "HAS_CTX", "HAS_TAIL",
-                                          "HISTORY_MODE", "PRECISION", "FAST_MATH")}  # fmt: skip
-    if config is None:
-        config = _INTERPRET_CONFIG if triton_interpreting() else _GPU_CONFIG
-    nt = num_targets if num_targets is not None else cache_lengths
-    grid = (B * H, triton.cdiv(max_delta_len, config["BLOCK_M"]))
+    grid, nt, (alpha_, scale, H_, k1, prefix, ctx, tail), flags, config = launch
+    total = q.shape[0]
     _delta_sla_split_fwd_kernel[grid](
         q, k, v, k_cache, v_cache, out, q_offsets, cache_offsets, cache_lengths, kept_ends, nt,
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *k_cache.stride()[:2],
