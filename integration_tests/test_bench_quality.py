@@ -44,3 +44,21 @@ def test_cpu_smoke_preset_end_to_end(tmp_path, ml100k_dir):
     md = (out / "quality.md").read_text()
     assert "power law hstu" in md and "target 1" in md and "did not finish" in md
     assert (out / "quality.png").stat().st_size > 1000
+
+
+def test_prime_runs_each_config_once_alone_and_stays_out_of_the_results(tmp_path, ml100k_dir):
+    out, runs = tmp_path / "quality", tmp_path / "runs"
+    res = run_cli(
+        "bench", "quality", "--preset", "cpu-smoke", "--out", str(out), "--runs", str(runs),
+        "--ml100k-data", str(ml100k_dir), "--datasets", "ml100k", "--prime-steps", "1",
+        timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "priming: 2 runs of 1 steps, one at a time" in res.stdout
+    primes = [json.loads(x) for x in (runs / "prime" / "quality.jsonl").read_text().splitlines()]
+    assert sorted(r["config"] for r in primes) == ["hstu_d1", "ultra_d1"]
+    assert all(r["status"] == "ok" and r["train_steps"] == 1 for r in primes)
+    doc = json.loads((out / "quality.json").read_text())
+    assert sorted(r["config"] for r in doc["rows"]) == ["hstu_d1", "ultra_d1"]
+    assert all(r["train_steps"] == 3 for r in doc["rows"] if r["status"] == "ok")
+    assert doc["meta"]["prime_steps"] == 1 and doc["meta"]["prime_seconds"] > 0

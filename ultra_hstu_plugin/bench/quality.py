@@ -1070,6 +1070,33 @@ def prepare_data(plan: DatasetPlan, args: argparse.Namespace) -> Path:
     return folder.resolve()
 
 
+def prime_jobs(
+    variants: Sequence[Variant],
+    plan: DatasetPlan,
+    preset: Preset,
+    data_dir: Path,
+    args: argparse.Namespace,
+) -> List[Job]:
+    """One short run per config, run one at a time before the grid (``--prime-steps``).
+
+    Why: every config's first step compiles and autotunes its Triton kernels (~160 s cold on
+    an H200); eight cold runs started together do that side by side, on the same GPU, and
+    hit their timeouts (``results/quality_h200_attempt.md``).  Run alone, each config fills
+    the on-disk cache (``TRITON_CACHE_AUTOTUNING=1``) for the kernels and shapes it uses,
+    eval included, so the measured runs start warm.  Their rows are kept apart
+    (``RUNS/prime/``) and never enter the results."""
+    short = replace(plan, steps=args.prime_steps, eval_batches=1)
+    out = []
+    for v in variants:
+        run_dir = (args.runs / "prime" / plan.name / v.name).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.gin").write_text(
+            gin_text(v, short, preset, data_dir, run_dir, 0, list(args.gin_param))
+        )
+        out.append(Job(short, v, 0, run_dir, None))
+    return out
+
+
 def _csv_list(text: str) -> List[str]:
     return [x for x in text.split(",") if x]
 
@@ -1124,6 +1151,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="config names (from the families at the preset's sizes and every ablation)",
     )
     p.add_argument("--steps", type=int, default=None, help="override the preset's train steps")
+    p.add_argument(
+        "--prime-steps",
+        type=int,
+        default=0,
+        help="before the grid, run each config alone for this many steps (fills the Triton "
+        "autotuning cache so parallel runs start warm; counts against --time-budget; 0: off)",
+    )
     p.add_argument("--gin-param", action="append", default=[], help="extra binding, every run")
     p.add_argument(
         "--inject-failure",
@@ -1203,8 +1237,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "datasets": {p.name: asdict(p) for p in plans},
         "not_expressible": list(NOT_EXPRESSIBLE),
     }
+    meta["prime_steps"] = args.prime_steps
     results = Results(args.out, meta)
     jobs: List[Job] = []
+    primes: List[Job] = []
     for plan in plans:
         data_dir = prepare_data(plan, args)
         ctx = contextual_len(plan.dataset)
@@ -1233,6 +1269,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                 fwd = forward_flops_per_sequence(v, plan, preset, lens)
                 flops = 3.0 * fwd * plan.batch_size * plan.steps
                 jobs.append(Job(plan, v, seed, run_dir, flops))
+            if args.prime_steps and seed == seeds[0]:
+                primes += prime_jobs(variants, plan, preset, data_dir, args)
+    started = time.time()
+    if primes:
+        print(f"priming: {len(primes)} runs of {args.prime_steps} steps, one at a time", flush=True)
+        (args.runs / "prime").mkdir(parents=True, exist_ok=True)
+        prime_results = Results(args.runs / "prime", {**meta, "prime": True})
+        try:
+            Runner(argparse.Namespace(**{**vars(args), "parallel": 1}), device, prime_results).run(
+                primes
+            )
+        finally:
+            prime_results.close()
+        spent = time.time() - started
+        args.time_budget = max(0.0, args.time_budget - spent)
+        meta["prime_seconds"] = round(spent, 1)
+        print(f"primed in {spent:.0f} s; {args.time_budget:.0f} s of the budget left", flush=True)
     print(
         f"{len(jobs)} runs, {args.parallel} at a time, budget {args.time_budget:.0f} s", flush=True
     )
