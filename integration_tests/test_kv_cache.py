@@ -312,9 +312,76 @@ def test_truncated_stack_refuses_appends_and_missing_cache():
               num_targets=torch.zeros(2, dtype=torch.long), kv_caching_lengths=n)  # fmt: skip
         with pytest.raises(NotImplementedError, match="user 1: num_targets=1 < 3 new rows"):
             stack.cached_forward(delta_x=delta, num_targets=torch.tensor([3, 1]))
-        with pytest.raises(NotImplementedError, match="appending rows to the upper layers' cache"):
+        with pytest.raises(NotImplementedError, match="user 0: num_targets=3 in an append"):
             trunc.cached_forward(delta_x=delta, num_targets=torch.full((2,), 3),
                                  kv_caching_lengths=n + 3)  # fmt: skip
+        with pytest.raises(NotImplementedError, match="user 1: kv_caching_lengths=7, but a"):
+            trunc.cached_forward(delta_x=delta, num_targets=torch.zeros(2, dtype=torch.long),
+                                 kv_caching_lengths=torch.tensor([12, 7]))  # fmt: skip
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    Lp=st.sampled_from([3, 8]),
+    history=st.lists(st.integers(1, 20), min_size=1, max_size=3),
+    appended=st.sampled_from([1, 3, 9]),
+    M=st.integers(1, 4),
+    lower_layers=st.sampled_from([1, 2]),
+    mode=st.sampled_from(["window", "history"]),
+    seed=st.integers(0, 2**16),
+)
+def test_truncated_stack_appends_equal_full_recompute(
+    Lp, history, appended, M, lower_layers, mode, seed
+):
+    """Cache the history, append events (the kept L' window slides; 9 > L' drops some of
+    them from the upper layers' view), score candidates: equal to the full recompute.  No
+    contextual rows: their lower outputs see the whole history (see the SLA cases above)."""
+    from ultra_hstu_plugin.modules.truncation import TruncatedSTU
+
+    _, low = _layers(lower_layers, 0, seed, k1=4, k2=2, target_mode=mode)
+    up, up_layers = _layers(2, 0, seed + 1, k1=3, k2=1, target_mode=mode)
+    trunc = TruncatedSTU(up, truncated_seq_len=Lp, is_inference=True, contextual_seq_len=0)
+    stack = STUStack(stu_list=[*low, trunc], is_inference=True).eval()
+    got, want = _run(stack, 0, history, appended, M, seed)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for layer in up_layers:  # the refilled upper caches hold the slid window
+        kept = layer.kv_cache.lengths
+        assert torch.equal(kept, torch.tensor([min(h + appended, Lp) for h in history]))
+
+
+def test_truncated_stack_two_appends_then_scoring_equal_full_recompute():
+    from ultra_hstu_plugin.modules.truncation import TruncatedSTU
+
+    _, low = _layers(2, 0, 5, k1=4, k2=2)
+    up, _ = _layers(2, 0, 6, k1=3, k2=1)
+    trunc = TruncatedSTU(up, truncated_seq_len=6, is_inference=True, contextual_seq_len=0)
+    stack = STUStack(stu_list=[*low, trunc], is_inference=True).eval()
+    history, first, second, M = [11, 4], 2, 5, 3
+    B = len(history)
+    lengths = [h + first + second + M for h in history]
+    N = max(lengths)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(sum(lengths), DIM, generator=g)
+    nt = torch.full((B,), M)
+    zeros = torch.zeros(B, dtype=torch.long)
+    with torch.inference_mode():
+        full = stack(x=x, x_lengths=torch.tensor(lengths), x_offsets=_offsets(lengths),
+                     max_seq_len=N, num_targets=nt)  # fmt: skip
+        _, want = _split(full, lengths, [M] * B)
+        rest, cands = _split(x, lengths, [M] * B)
+        rest_len = [n - M for n in lengths]
+        head, ev2 = _split(rest, rest_len, [second] * B)
+        prime, ev1 = _split(head, [n - second for n in rest_len], [first] * B)
+        n = torch.tensor(history)
+        stack(x=prime, x_lengths=n, x_offsets=_offsets(n), max_seq_len=N, num_targets=zeros,
+              max_kv_caching_len=N - first, kv_caching_lengths=n)  # fmt: skip
+        stack.cached_forward(delta_x=ev1, num_targets=zeros, max_kv_caching_len=N - second,
+                             kv_caching_lengths=n + first)  # fmt: skip
+        stack.cached_forward(delta_x=ev2, num_targets=zeros, max_kv_caching_len=N - M,
+                             kv_caching_lengths=n + first + second)  # fmt: skip
+        for _ in range(2):  # scoring twice leaves the caches as they were
+            got = stack.cached_forward(delta_x=cands, num_targets=nt)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["pytorch", "triton"])

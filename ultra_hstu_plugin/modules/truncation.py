@@ -99,6 +99,13 @@ class TruncatedSTU(STU):
         self.truncated_seq_len = truncated_seq_len
         self.contextual_seq_len = contextual_seq_len
         self._kv_users: Optional[int] = None  # users of the cache (None: no cache yet)
+        # For appends (see cached_forward): the upper stack's inputs at the cached kept rows
+        # (jagged, per user contextual + at most L' history rows), the users' cached lengths
+        # below this module, and the max_kv_caching_len of the last fill / append.
+        self._kept_x: Optional[torch.Tensor] = None
+        self._kept_lengths: Optional[torch.Tensor] = None
+        self._cached_lengths: Optional[torch.Tensor] = None
+        self._max_kv: int = 0
 
     def extra_repr(self) -> str:
         return f"truncated_seq_len={self.truncated_seq_len}, contextual={self.contextual_seq_len}"
@@ -130,8 +137,13 @@ class TruncatedSTU(STU):
             max_len, upper_kv = self._fill_plan(
                 plan, x_lengths, max_seq_len, max_kv_caching_len, kv_caching_lengths
             )
+        upper_x = x.index_select(0, plan.rows)
+        if kv_caching_lengths is not None:
+            self._remember_kept(upper_x, plan.offsets, upper_kv["kv_caching_lengths"])
+            self._cached_lengths = kv_caching_lengths.to(torch.int64).cpu()
+            self._max_kv = max_kv_caching_len
         kept = self.upper(
-            x=x.index_select(0, plan.rows),
+            x=upper_x,
             x_lengths=plan.lengths,
             x_offsets=plan.offsets,
             max_seq_len=max_len,
@@ -140,6 +152,16 @@ class TruncatedSTU(STU):
         )
         return x.index_copy(0, plan.rows, kept)
 
+    def _remember_kept(
+        self, upper_x: torch.Tensor, offsets: torch.Tensor, kept: torch.Tensor
+    ) -> None:
+        """Keep the first ``kept[b]`` rows of each user's segment of ``upper_x``."""
+        kept = kept.to(device=upper_x.device, dtype=torch.int64)
+        total = int(kept.sum()) if kept.numel() else 0
+        seq, pos = jagged_index(kept, total)
+        self._kept_x = upper_x.index_select(0, offsets.to(upper_x.device)[seq] + pos)
+        self._kept_lengths = kept.cpu()
+
     def cached_forward(
         self,
         delta_x: torch.Tensor,
@@ -147,22 +169,23 @@ class TruncatedSTU(STU):
         max_kv_caching_len: int = 0,
         kv_caching_lengths: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """GR's ``cached_forward`` for the upper stack: every new row must be a candidate
-        (candidates are always kept, so they are the upper layers' new rows too) and the cache
-        is not appended to.  Appending events is not implemented: the kept window of the last
-        L' history tokens slides, which changes the upper layers' positions, prefix and
-        normalisation; recompute the user instead."""
+        """GR's ``cached_forward`` for the upper stack.
+
+        Scoring (no ``kv_caching_lengths``): every new row must be a candidate (candidates are
+        always kept, so they are the upper layers' new rows too) and runs against the upper
+        layers' caches.  Appending events (``kv_caching_lengths`` = cached + new rows, every
+        new row a history event): the kept window of the last L' history tokens slides, and
+        every upper layer's output at a kept row depends on which rows are kept, so no cache
+        update in O(new rows) can equal a recompute.  The upper stack is recomputed instead,
+        over its new window only (contextual + the last L' history rows, from the inputs kept
+        at the fill: O(L') per user, never O(L)), which refills its caches; the rows below
+        stay cached as before.  Exact wherever the lower layers' appends are (not for
+        contextual rows, whose lower outputs see the whole history, as in GR)."""
         B = self._kv_users
         if B is None:
             raise KVCacheError(
                 "TruncatedSTU.cached_forward called with no KV cache: run forward(..., "
                 "kv_caching_lengths=...) first"
-            )
-        if kv_caching_lengths is not None:
-            raise NotImplementedError(
-                "TruncatedSTU.cached_forward with kv_caching_lengths (appending rows to the upper "
-                "layers' cache) is not implemented: the kept last-L' window slides, changing the "
-                "upper layers' positions and prefix; score candidates only, or recompute"
             )
         if B == 0 or delta_x.shape[0] % B:
             raise KVCacheError(
@@ -170,6 +193,8 @@ class TruncatedSTU(STU):
                 "takes the same number of new rows per user"
             )
         delta = delta_x.shape[0] // B
+        if kv_caching_lengths is not None:
+            return self._append(delta_x, delta, num_targets, max_kv_caching_len, kv_caching_lengths)
         # An O(B) check on the host, so on CUDA it is skipped like the layers' O(B) checks:
         # reading num_targets there would synchronise every call and make the call
         # impossible to capture in a CUDA graph (ultra-hstu bench inference replays it).
@@ -183,6 +208,92 @@ class TruncatedSTU(STU):
                 "window would slide); only candidates can be scored against the cache"
             )
         return self.upper.cached_forward(delta_x=delta_x, num_targets=num_targets)
+
+    def _append(
+        self,
+        delta_x: torch.Tensor,
+        delta: int,
+        num_targets: Optional[torch.Tensor],
+        max_kv_caching_len: int,
+        kv_caching_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """New history rows: the upper stack recomputed over each user's slid window (see
+        :meth:`cached_forward`).  Reads the users' lengths on the host (an append is not a
+        graph-captured scoring call)."""
+        assert self._kept_x is not None and self._kept_lengths is not None
+        assert self._cached_lengths is not None
+        B, c, Lp = self._kv_users, self.contextual_seq_len, self.truncated_seq_len
+        n = self._cached_lengths
+        want = kv_caching_lengths.to(torch.int64).cpu()
+        if want.numel() != B:
+            raise KVCacheError(f"kv_caching_lengths must be [B={B}], got {tuple(want.shape)}")
+        if num_targets is not None and bool((num_targets != 0).any()):
+            b = int(torch.nonzero(num_targets.cpu() != 0)[0, 0])
+            raise NotImplementedError(
+                f"user {b}: num_targets={int(num_targets[b])} in an append: a truncated "
+                "stack appends history events only; score candidates in a separate call"
+            )
+        bad = torch.nonzero(want != n + delta)
+        if bad.numel():
+            b = int(bad[0, 0])
+            raise NotImplementedError(
+                f"user {b}: kv_caching_lengths={int(want[b])}, but a truncated stack caches "
+                f"every appended row ({int(n[b])} cached + {delta} new = {int(n[b]) + delta})"
+            )
+        short = torch.nonzero(n < c)
+        if short.numel():
+            b = int(short[0, 0])
+            raise NotImplementedError(
+                f"user {b}: {int(n[b])} cached rows < {c} contextual rows: appending into the "
+                "contextual prefix is not supported; recompute the user"
+            )
+        kl = self._kept_lengths  # per user: c + h_kept (<= c + L')
+        hist = kl - c + delta  # history rows in the old window plus the new ones
+        keep = torch.clamp(hist, max=Lp)  # the slid window keeps the last L' of them
+        wl = c + keep  # window lengths
+        # rows of [kept_x ; delta_x] that form each window: contextual, then the last `keep`
+        dev = delta_x.device
+        k_off = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(kl, 0)])
+        rows = []
+        base = int(k_off[-1])
+        for b in range(B):  # O(B) host work; the gathers below are one op each
+            ctx = torch.arange(int(k_off[b]), int(k_off[b]) + c)
+            old_hist = torch.arange(int(k_off[b]) + c, int(k_off[b + 1]))
+            new = torch.arange(base + b * delta, base + (b + 1) * delta)
+            h = torch.cat([old_hist, new])
+            rows.append(torch.cat([ctx, h[len(h) - int(keep[b]) :]]))
+        idx = torch.cat(rows).to(dev)
+        window = torch.cat([self._kept_x, delta_x.to(self._kept_x.dtype)]).index_select(0, idx)
+        w_off = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(wl, 0)])
+        longest = int((n + delta).max())
+        # The normaliser the layers below use for this call is their cache's declared length
+        # plus the new rows; the upper layers see the same headroom over their longest window,
+        # and declare it for later calls as _fill_plan does.
+        max_len = int(wl.max()) + max(self._max_kv + delta - longest, 0)
+        upper_max_kv = 0
+        if max_kv_caching_len:
+            upper_max_kv = int(wl.max()) + max(max_kv_caching_len - longest, 0)
+        out = self.upper(
+            x=window,
+            x_lengths=wl.to(dev),
+            x_offsets=w_off.to(dev),
+            max_seq_len=max_len,
+            num_targets=torch.zeros(B, dtype=torch.int64, device=dev),
+            max_kv_caching_len=upper_max_kv,
+            kv_caching_lengths=wl.to(dev),
+        )
+        self._kept_x, self._kept_lengths = window, wl
+        self._cached_lengths, self._max_kv = n + delta, max_kv_caching_len
+        # each user's new rows are the last `delta` of its window (delta <= L' here) or,
+        # when more rows were appended than L' keeps, only the kept ones have upper outputs:
+        # the rest pass through, as in forward
+        result = delta_x.clone()
+        for b in range(B):
+            kept_new = min(delta, int(keep[b]))
+            if kept_new:
+                end = int(w_off[b + 1])
+                result[(b + 1) * delta - kept_new : (b + 1) * delta] = out[end - kept_new : end]
+        return result
 
     def _fill_plan(
         self,
