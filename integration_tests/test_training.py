@@ -138,7 +138,7 @@ def test_synthetic_dataset_has_two_binary_tasks(tmp_path):
     from ultra_hstu_plugin.data.synthetic import SyntheticConfig, generate_synthetic
     from ultra_hstu_plugin.registry import discover
 
-    generate_synthetic(tmp_path, SyntheticConfig(num_users=6, min_len=56, max_len=60))
+    generate_synthetic(tmp_path, SyntheticConfig(num_users=6, min_len=60, max_len=64))
     spec = discover().get("dataset", "synthetic-long").load()
     cfg = spec.hstu_config({"max_seq_len": 72})
     assert [t.task_name for t in cfg.multitask_configs] == ["rating", "love"]

@@ -8,7 +8,7 @@ API (:mod:`.gr`) never do, and keep working where torchrec is absent.  Works wit
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -47,6 +47,21 @@ def versions() -> Dict[str, str]:
 
 
 # --- torchrec internals the plugin reaches into, named in this file only. ---
+
+
+def metric_task_count(computation: Any) -> int:
+    """Tasks of a torchrec ``RecMetricComputation`` (its private ``_n_tasks``)."""
+    return int(computation._n_tasks)
+
+
+def auc_metric_computation() -> Optional[type]:
+    """torchrec's ``AUCMetricComputation`` (eval AUC in the training curves), or ``None``
+    where the installed torchrec has no metrics package (the GPU machine's stand-in)."""
+    try:
+        from torchrec.metrics.auc import AUCMetricComputation
+    except ImportError:
+        return None
+    return AUCMetricComputation
 
 
 def tbe_modules(qec: QuantEmbeddingCollection) -> List[torch.nn.Module]:

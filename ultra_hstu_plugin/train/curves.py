@@ -156,10 +156,13 @@ class CurveMetricsLogger(MetricsLogger):
         if not self.class_metrics["eval"] or batch_size is None:
             return
         try:
-            from torchrec.metrics.auc import AUCMetricComputation
-        except ImportError:  # a torchrec stand-in without metrics: no AUC, the rest stays
+            from ultra_hstu_plugin.host.torchrec import auc_metric_computation, metric_task_count
+        except ImportError:  # no torchrec at all: no AUC, the rest stays
             return
-        n_tasks = self.class_metrics["eval"][0]._n_tasks
+        AUCMetricComputation = auc_metric_computation()
+        if AUCMetricComputation is None:  # a torchrec stand-in without metrics
+            return
+        n_tasks = metric_task_count(self.class_metrics["eval"][0])
         self.class_metrics["eval"].append(
             AUCMetricComputation(
                 my_rank=rank, batch_size=batch_size, n_tasks=n_tasks, window_size=EVAL_AUC_WINDOW
