@@ -106,6 +106,7 @@ class TruncatedSTU(STU):
         self._kept_lengths: Optional[torch.Tensor] = None
         self._cached_lengths: Optional[torch.Tensor] = None
         self._max_kv: int = 0
+        self._kept_total: int = 0
 
     def extra_repr(self) -> str:
         return f"truncated_seq_len={self.truncated_seq_len}, contextual={self.contextual_seq_len}"
@@ -157,8 +158,7 @@ class TruncatedSTU(STU):
     ) -> None:
         """Keep the first ``kept[b]`` rows of each user's segment of ``upper_x``."""
         kept = kept.to(device=upper_x.device, dtype=torch.int64)
-        total = int(kept.sum()) if kept.numel() else 0
-        seq, pos = jagged_index(kept, total)
+        seq, pos = jagged_index(kept, self._kept_total)  # total read by _fill_plan
         self._kept_x = upper_x.index_select(0, offsets.to(upper_x.device)[seq] + pos)
         self._kept_lengths = kept.cpu()
 
@@ -251,18 +251,17 @@ class TruncatedSTU(STU):
         hist = kl - c + delta  # history rows in the old window plus the new ones
         keep = torch.clamp(hist, max=Lp)  # the slid window keeps the last L' of them
         wl = c + keep  # window lengths
-        # rows of [kept_x ; delta_x] that form each window: contextual, then the last `keep`
+        # rows of [kept_x ; delta_x] that form each window: the contextual rows, then the last
+        # `keep` of the user's history (old kept history, then its new rows), in order
         dev = delta_x.device
         k_off = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(kl, 0)])
-        rows = []
-        base = int(k_off[-1])
-        for b in range(B):  # O(B) host work; the gathers below are one op each
-            ctx = torch.arange(int(k_off[b]), int(k_off[b]) + c)
-            old_hist = torch.arange(int(k_off[b]) + c, int(k_off[b + 1]))
-            new = torch.arange(base + b * delta, base + (b + 1) * delta)
-            h = torch.cat([old_hist, new])
-            rows.append(torch.cat([ctx, h[len(h) - int(keep[b]) :]]))
-        idx = torch.cat(rows).to(dev)
+        seq, pos = jagged_index(wl, int(wl.sum()))
+        j = hist[seq] - keep[seq] + pos - c  # index into the user's history (pos >= c)
+        old_rows = kl[seq] - c  # history rows kept from before
+        hist_row = torch.where(
+            j < old_rows, k_off[seq] + c + j, int(k_off[-1]) + seq * delta + j - old_rows
+        )
+        idx = torch.where(pos < c, k_off[seq] + pos, hist_row).to(dev)
         window = torch.cat([self._kept_x, delta_x.to(self._kept_x.dtype)]).index_select(0, idx)
         w_off = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(wl, 0)])
         longest = int((n + delta).max())
@@ -287,12 +286,12 @@ class TruncatedSTU(STU):
         # each user's new rows are the last `delta` of its window (delta <= L' here) or,
         # when more rows were appended than L' keeps, only the kept ones have upper outputs:
         # the rest pass through, as in forward
+        new_seq = torch.arange(B).repeat_interleave(delta)
+        i = torch.arange(B * delta) - new_seq * delta  # the new row's index within its user
+        p = kl[new_seq] + i - (hist - keep)[new_seq]  # its position in the window
+        seen = p >= c  # rows the slid window keeps (the rest were appended beyond L')
         result = delta_x.clone()
-        for b in range(B):
-            kept_new = min(delta, int(keep[b]))
-            if kept_new:
-                end = int(w_off[b + 1])
-                result[(b + 1) * delta - kept_new : (b + 1) * delta] = out[end - kept_new : end]
+        result[seen.to(dev)] = out.index_select(0, (w_off[new_seq] + p)[seen].to(dev))
         return result
 
     def _fill_plan(
@@ -317,10 +316,13 @@ class TruncatedSTU(STU):
         c = self.contextual_seq_len
         # kept positions are [0, c) and [c + dropped, L): those before n[b]
         upper_n = torch.where(n <= c, n, torch.clamp(n - dropped, min=c))
-        longest, longest_cached, longest_upper = 0, 0, 0
-        if lengths.numel():  # one host transfer
-            longest, longest_cached, longest_upper = (
-                int(v) for v in torch.stack([lengths.max(), n.max(), upper_n.max()]).tolist()
+        longest, longest_cached, longest_upper, self._kept_total = 0, 0, 0, 0
+        if lengths.numel():  # one host transfer (the kept total sizes _remember_kept's gather)
+            longest, longest_cached, longest_upper, self._kept_total = (
+                int(v)
+                for v in torch.stack(
+                    [lengths.max(), n.max(), upper_n.max(), upper_n.sum()]
+                ).tolist()
             )
         headroom = max(max_seq_len - longest, 0)
         upper_max_kv = 0
