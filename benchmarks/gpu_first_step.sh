@@ -2,11 +2,14 @@
 # Time to first training step on the GPU, cold and warm (issue 11: <= 60 s on an H200).
 # Cold: an empty Triton cache (TRITON_CACHE_DIR), so every kernel compiles and autotunes
 # in the first step; warm: the same run again with the cache the cold run filled.
-# Writes $OUT/first_step.json and prints a table.  Needs the GPU stack (../shared/gpu-stack)
+# Writes $OUT/first_step_<N>.json and prints a table.  Needs the GPU stack (../shared/gpu-stack)
 # and MovieLens-100k prepared in data/ (carry it).
-# Usage (repository root, GPU machine): bash benchmarks/gpu_first_step.sh [GIN]
+# AUTOTUNE_MAX_CONFIGS (default 4, RunSettings' default; "None" for GR's full search) bounds
+# the configs every Triton autotuner tries (ultra_hstu_plugin/autotune.py).
+# Usage (repository root, GPU machine): [AUTOTUNE_MAX_CONFIGS=N] bash benchmarks/gpu_first_step.sh [GIN]
 set -uo pipefail
 gin_file=${1:-gin_configs/ml100k_smoke_cpu.gin}
+max_configs=${AUTOTUNE_MAX_CONFIGS:-4}
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 [ -e ultra_hstu_plugin/kernels ] || ln -s ../kernels ultra_hstu_plugin/kernels
@@ -17,14 +20,15 @@ for phase in cold warm; do
   t0=$(date +%s.%N)
   TRITON_CACHE_DIR=$cache python -m ultra_hstu_plugin.cli train --gin "$gin_file" --device cuda \
     --mode train --gin-param "make_dataloaders.data_dir='data'" \
-    --gin-param "RunSettings.output_dir='/tmp/first_step_$phase'" > "$out/first_step_$phase.log" 2>&1
+    --gin-param "RunSettings.output_dir='/tmp/first_step_$phase'" \
+    --gin-param "RunSettings.autotune_max_configs=$max_configs" > "$out/first_step_$phase.log" 2>&1
   rc=$?
   echo "$t0 $(date +%s.%N)" > "/tmp/first_step_$phase.wall"
   echo "$phase: rc=$rc"
 done
-python - "$out" "$gin_file" <<'PY'
+python - "$out" "$gin_file" "$max_configs" <<'PY'
 import json, subprocess, sys
-out, gin_file = sys.argv[1], sys.argv[2]
+out, gin_file, max_configs = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = []
 for phase in ("cold", "warm"):
     try:
@@ -38,10 +42,11 @@ for phase in ("cold", "warm"):
 meta = {
     "device": subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout.strip(),
     "gin": gin_file,
-    "command": f"bash benchmarks/gpu_first_step.sh {gin_file}",
+    "command": f"AUTOTUNE_MAX_CONFIGS={max_configs} bash benchmarks/gpu_first_step.sh {gin_file}",
+    "autotune_max_configs": max_configs,
     "target": "first training step <= 60 s (cold Triton cache)",
 }
-json.dump({"meta": meta, "rows": rows}, open(f"{out}/first_step.json", "w"), indent=1)
+json.dump({"meta": meta, "rows": rows}, open(f"{out}/first_step_{max_configs}.json", "w"), indent=1)
 print("| phase | first step s | steps/s | steps | whole process s |\n|---|---|---|---|---|")
 for r in rows:
     print(f"| {r['phase']} | {r.get('first_step_seconds')} | {r.get('steps_per_second')} | {r.get('train_steps', r.get('error'))} | {r.get('process_wall_s')} |")

@@ -25,6 +25,10 @@ SMOKE = "gin_configs/ml100k_smoke_cpu.gin"
         ),
         ("make_dataloaders.data_dir='/nonexistent'", "ultra-hstu data prepare movielens-100k"),
         ("RunSettings.hammer_kernel='CUTLASS'", "hammer_kernel='CUTLASS' is unknown"),
+        (
+            "RunSettings.autotune_max_configs=0",
+            "RunSettings.autotune_max_configs must be an integer >= 1 or None, got 0",
+        ),
     ],
 )
 def test_bad_gin_values(tmp_path, ml100k_dir, binding, message):

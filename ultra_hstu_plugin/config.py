@@ -55,6 +55,10 @@ class RunSettings:
     # before the encoder (train/sampled_loader.py); its parameters are SamplerSettings'.
     # None: no sampling.  Eval batches are never sampled.
     sampler: Optional[str] = None
+    # At most this many configs benchmarked per Triton autotuner and shape, GR's kernels and
+    # ours (ultra_hstu_plugin/autotune.py): bounds the first step's compile time.  None: every
+    # config, as GR does.
+    autotune_max_configs: Optional[int] = 4
 
     def dataset_spec(self) -> Any:
         """The registry's spec for ``dataset``: the one place the name is looked up."""
@@ -93,6 +97,15 @@ class RunSettings:
         ):
             raise ValueError(
                 f"RunSettings.log_every_steps must be an integer >= 1, got {self.log_every_steps!r}"
+            )
+        if self.autotune_max_configs is not None and (
+            isinstance(self.autotune_max_configs, bool)
+            or not isinstance(self.autotune_max_configs, int)
+            or self.autotune_max_configs < 1
+        ):
+            raise ValueError(
+                f"RunSettings.autotune_max_configs must be an integer >= 1 or None, got "
+                f"{self.autotune_max_configs!r}"
             )
         if self.sampler is not None and not isinstance(self.sampler, str):
             raise ValueError(

@@ -13,7 +13,10 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def git_commit() -> Optional[str]:
@@ -79,3 +82,29 @@ class RowWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def add_autotune_option(parser: argparse.ArgumentParser) -> None:
+    """``--autotune-max-configs N``: the bound of ``ultra_hstu_plugin/autotune.py`` for a
+    benchmark's GR and SLA kernels (default: none, every config tried, as GR does)."""
+    parser.add_argument(
+        "--autotune-max-configs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N configs benchmarked per Triton autotuner and shape (GR's kernels and "
+        "ours): a shorter first call, perhaps a slower tile (default: all configs)",
+    )
+
+
+def apply_autotune_option(args: argparse.Namespace, notes: list) -> None:
+    """Bound the kernels per ``--autotune-max-configs`` before any is launched; the run's
+    notes say so, since every time measured depends on it."""
+    if args.autotune_max_configs is None:
+        return
+    from ultra_hstu_plugin.autotune import bound_autotuning
+    from ultra_hstu_plugin.kernels.autotune_budget import summary
+
+    notes.append(
+        f"Triton autotuning bounded: {summary(bound_autotuning(args.autotune_max_configs))}"
+    )

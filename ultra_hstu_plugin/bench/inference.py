@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ultra_hstu_plugin.bench import scaling
+from ultra_hstu_plugin.bench.common import add_autotune_option
 
 DEFAULT_CONFIGS = ["gr_hstu", "ultra_sla18", "ultra_sla3_trunc15_L1024"]
 BASELINE = scaling.BASELINE  # GR's HSTU: the peer
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSONL",
         help="measure nothing: re-render inference<tag>.json/.md in --out from these rows",
     )
+    add_autotune_option(p)
     return p
 
 
@@ -1216,9 +1218,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if message:
         print(message, file=sys.stderr)
         notes.append(message)
-    from ultra_hstu_plugin.bench.common import ensure_kernels_importable
+    from ultra_hstu_plugin.bench.common import apply_autotune_option, ensure_kernels_importable
 
     ensure_kernels_importable()
+    apply_autotune_option(args, notes)
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 

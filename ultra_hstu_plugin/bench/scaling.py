@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ultra_hstu_plugin.bench.common import add_autotune_option
 from ultra_hstu_plugin.bench.encoder_flops import LayerDims, StackShape, encoder_flops
 
 
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSONL",
         help="measure nothing: re-render scaling<tag>.json/.md/.png in --out from these rows",
     )
+    add_autotune_option(p)
     return p
 
 
@@ -1097,9 +1099,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if message:
         print(message, file=sys.stderr)
         notes.append(message)
-    from ultra_hstu_plugin.bench.common import ensure_kernels_importable
+    from ultra_hstu_plugin.bench.common import apply_autotune_option, ensure_kernels_importable
 
     ensure_kernels_importable()
+    apply_autotune_option(args, notes)
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 

@@ -55,6 +55,7 @@ _GR = (
     "gr_addmm",
     "gr_checkout_root",
     "gr_kv_cache_unavailable",
+    "gr_triton_kernel_modules",
     "hstu_compute_output",
     "hstu_compute_uqvk",
     "input_preprocessor_of",

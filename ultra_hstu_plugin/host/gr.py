@@ -54,6 +54,24 @@ def gr_checkout_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(generative_recommenders.__file__)))
 
 
+def gr_triton_kernel_modules() -> list:
+    """GR's Triton kernel modules (``generative_recommenders.ops.triton.*``), imported: where
+    its autotuned kernels live, for :mod:`ultra_hstu_plugin.autotune`.  A module that cannot
+    be imported on this machine (a GPU-only dependency) is left out; it autotunes nothing."""
+    import importlib
+    import pkgutil
+
+    import generative_recommenders.ops.triton as gr_triton
+
+    modules = []
+    for info in pkgutil.iter_modules(gr_triton.__path__, gr_triton.__name__ + "."):
+        try:
+            modules.append(importlib.import_module(info.name))
+        except Exception:  # noqa: BLE001 - e.g. a kernel needing a newer triton: not ours to fix
+            continue
+    return modules
+
+
 # --- GR's KV cache (STULayer.forward(kv_caching_lengths=...) / cached_forward) ---
 
 

@@ -35,6 +35,7 @@ from torch import multiprocessing as mp
 
 import ultra_hstu_plugin.gin  # noqa: F401 - registers configurables
 from ultra_hstu_plugin import config, run_logging
+from ultra_hstu_plugin.autotune import bound_autotuning
 from ultra_hstu_plugin.config import (
     MODES,
     ConfigSource,
@@ -50,6 +51,7 @@ from ultra_hstu_plugin.host import (
     save_dmp_checkpoint,
     train_loop,
 )
+from ultra_hstu_plugin.kernels.autotune_budget import summary as autotune_summary
 from ultra_hstu_plugin.model import dense_parameter_count, make_ultra_model
 from ultra_hstu_plugin.registry import discover
 from ultra_hstu_plugin.train.batch_checks import BatchLimits, CheckedLoader, FeatureNames
@@ -131,6 +133,9 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
         _seed_everything(settings.seed)
         model, hstu_config, tables = make_ultra_model(settings=settings)
         model.set_hammer_kernel(_hammer_kernel(settings.hammer_kernel, ctx.device))
+        if ctx.device.type == "cuda":  # before the first launch; CPU runs tune nothing
+            bounded = bound_autotuning(settings.autotune_max_configs)
+            logger.info("Triton autotuning: %s", autotune_summary(bounded))
         if ctx.device.type == "cpu":
             # GR's autocast targets CUDA; on CPU keep float32 end to end.
             model.set_training_dtype(torch.float32)

@@ -1,0 +1,108 @@
+# Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
+"""A bound on how many configs each Triton autotuner benchmarks, set from outside the kernels.
+
+Why: the first call of a model at a new shape compiles and benchmarks every config of every
+autotuned kernel it uses, one after the other.  GR's kernels carry 8 to 48 configs each, so a
+first training step on an H200 took 159 s with an empty cache (issues 10 and 11 ask for
+<= 60 s).  Compilation dominates, so time falls roughly with the number of configs tried.
+
+How: :func:`limit_configs` chains a pruning step after the autotuner's own
+``early_config_prune`` (Triton's documented hook, called before benchmarking) that keeps at most
+``max_configs`` of the configs still in play, spread evenly over the list so that small and
+large tiles both stay.  Nothing in the kernels changes; ``max_configs=None`` restores them.
+Triton's on-disk autotuning cache keys on the configs benchmarked, so bounded and full tunings
+never read each other's results.
+
+Knows nothing of GR: callers pass the modules whose autotuners to bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+# Marks an autotuner this module has wrapped, holding its own early_config_prune.
+_ORIGINAL = "_ultra_hstu_original_early_config_prune"
+
+
+@dataclass(frozen=True)
+class BoundedKernel:
+    """One autotuner under the bound: ``configs`` it declares, ``kept`` at most per tuning."""
+
+    name: str
+    configs: int
+    kept: int
+
+
+def spread(configs: List[Any], n: int) -> List[Any]:
+    """At most ``n`` of ``configs``, evenly spaced over the list, first and last included."""
+    if n < 1:
+        raise ValueError(f"max_configs must be >= 1, got {n}")
+    if len(configs) <= n:
+        return list(configs)
+    if n == 1:
+        return [configs[0]]
+    picks = sorted({round(i * (len(configs) - 1) / (n - 1)) for i in range(n)})
+    return [configs[i] for i in picks]
+
+
+def find_autotuners(modules: Iterable[ModuleType]) -> List[Tuple[str, Any]]:
+    """Every Triton ``Autotuner`` defined at module level in ``modules``, as (qualified name,
+    autotuner), also where a ``triton.heuristics`` wrapper sits outside it.  Each once."""
+    from triton.runtime.autotuner import Autotuner
+
+    found: List[Tuple[str, Any]] = []
+    seen: set = set()
+    for module in modules:
+        for attr, value in sorted(vars(module).items()):
+            fn = value
+            while fn is not None and not isinstance(fn, Autotuner):
+                fn = getattr(fn, "fn", None) if hasattr(fn, "run") else None
+            if fn is not None and id(fn) not in seen:
+                seen.add(id(fn))
+                found.append((f"{module.__name__}.{attr}", fn))
+    return found
+
+
+def _bounded_prune(original: Optional[Callable[..., list]], n: int) -> Callable[..., list]:
+    def prune(configs: list, named_args: dict, **kwargs: Any) -> list:
+        if original is not None:
+            configs = original(configs, named_args, **kwargs)
+        return spread(list(configs), n)
+
+    return prune
+
+
+def limit_configs(
+    autotuners: Iterable[Tuple[str, Any]], max_configs: Optional[int]
+) -> List[BoundedKernel]:
+    """Bound each autotuner to ``max_configs`` benchmarked configs (``None``: no bound, the
+    kernels' own pruning restored).  Idempotent: a second call replaces the first's bound."""
+    if max_configs is not None and (
+        isinstance(max_configs, bool) or not isinstance(max_configs, int) or max_configs < 1
+    ):
+        raise ValueError(f"max_configs must be an integer >= 1 or None, got {max_configs!r}")
+    rows = []
+    for name, tuner in autotuners:
+        if not hasattr(tuner, _ORIGINAL):
+            setattr(tuner, _ORIGINAL, tuner.early_config_prune)
+        original = getattr(tuner, _ORIGINAL)
+        if max_configs is None or len(tuner.configs) <= max_configs:
+            tuner.early_config_prune = original
+            kept = len(tuner.configs)
+        else:
+            tuner.early_config_prune = _bounded_prune(original, max_configs)
+            kept = max_configs
+        rows.append(BoundedKernel(name=name, configs=len(tuner.configs), kept=kept))
+    return rows
+
+
+def summary(rows: List[BoundedKernel]) -> str:
+    """One line for a run's log: how many kernels were bounded and configs before/after."""
+    bounded = [r for r in rows if r.kept < r.configs]
+    return (
+        f"{len(bounded)} of {len(rows)} autotuned kernels bounded: at most "
+        f"{sum(r.kept for r in rows)} of {sum(r.configs for r in rows)} configs benchmarked "
+        f"per shape"
+    )
