@@ -405,6 +405,7 @@ __all__ = [  # literal, so linters see the TYPE_CHECKING names as re-exported
     "gr_addmm",
     "gr_checkout_root",
     "gr_kv_cache_unavailable",
+    "gr_triton_kernel_modules",
     "hstu_compute_output",
     "hstu_compute_uqvk",
     "hstu_encoder",

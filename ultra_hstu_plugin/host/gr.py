@@ -238,6 +238,7 @@ __all__ = [
     "gr_addmm",
     "gr_checkout_root",
     "gr_kv_cache_unavailable",
+    "gr_triton_kernel_modules",
     "hstu_compute_output",
     "hstu_compute_uqvk",
     "input_preprocessor_of",
