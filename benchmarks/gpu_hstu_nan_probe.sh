@@ -65,7 +65,7 @@ train_loop.metric_log_frequency = 1
 train_loop.output_trace = False
 ${extra[$name]}
 EOF
-  ( TRITON_CACHE_DIR=/tmp/nan_probe/triton_$name timeout 400 python -m ultra_hstu_plugin.cli \
+  ( TRITON_CACHE_DIR=/tmp/nan_probe/triton_$name timeout "${PROBE_TIMEOUT:-400}" python -m ultra_hstu_plugin.cli \
       train --gin "$dir/run.gin" --device "$device" --mode train > "$out/nan_probe/$name.log" 2>&1
     echo $? > "$dir/rc" ) &
 done

@@ -276,7 +276,11 @@ PRESETS: Dict[str, Preset] = {
                 ablations=ALL_ABLATIONS,
             ),
         ),
-        bf16=True,
+        # fp32 for both families: GR's own HSTU stack in bf16 on HammerKernel.TRITON gets a
+        # NaN loss at step 3 at these widths (every ml100k hstu run of the 32eb1d9 quality
+        # run); fp32 on TRITON and bf16 on PYTORCH train, with or without the autotuning
+        # bound (benchmarks/results/gr_hstu_nan_probe_h200.md).
+        bf16=False,
         sizing="one H200, ~8 min: 2 datasets x 10 configs x 3 seeds = 60 runs, 8 at a time "
         "(OMP threads = cores / 8 each); per run ~15-25 s of imports, data and model build, "
         "the first step's autotuning (cached on disk after the first seed: runs go seed by "
