@@ -45,15 +45,15 @@ class AttentionCostModel:
     n_upper: int = 0  # N2: layers on the last ``truncate_to`` tokens
     truncate_to: Optional[int] = None  # L'
     attention: str = "full"  # attention of the lower layers: "full" or "sla"
-    sla_global: int = 0  # K1
-    sla_local: int = 0  # K2
+    sla_global: int = 0  # K2, the global prefix
+    sla_local: int = 0  # K1, the local window
     fixed_tokens: int = 0  # contextual + candidate tokens, never dropped
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention={self.attention!r}; expected one of {ATTENTIONS}")
         if self.attention == "sla" and self.sla_global + self.sla_local <= 0:
-            raise ValueError("attention='sla' needs sla_global + sla_local (K1 + K2) > 0")
+            raise ValueError("attention='sla' needs sla_global + sla_local (K2 + K1) > 0")
         if self.truncate_to is not None and self.truncate_to <= 0:
             raise ValueError(f"truncate_to={self.truncate_to}; expected a positive length or None")
         if self.n_lower < 0 or self.n_upper < 0:
