@@ -101,3 +101,14 @@ def test_early_events_predict_what_the_last_k1_events_cannot(data):
     # and the oracle of both (the labels' own probabilities) beats either part alone
     both = cand["early_count"] * 10 + cand["window_count"]
     assert auc(both, label) > max(auc(cand["early_count"], label), 0.6)
+
+
+@pytest.mark.parametrize("num_clusters", [4, 40])
+def test_window_only_models_have_a_far_higher_ne_floor(num_clusters):
+    # Bayes floors of the two kinds of model, from the generator's own label probabilities
+    cfg = SyntheticConfig(num_users=3000, min_len=266, max_len=266, num_clusters=num_clusters)
+    floors = synthetic.signal_floors(synthetic.synthetic_arrays(cfg), cfg)
+    assert floors.full < 0.7 and floors.window_only > 0.93, floors
+    # one cluster per item: the signal is the candidate's own id among the early events
+    if num_clusters == cfg.num_items:
+        assert floors.full < 0.6, floors

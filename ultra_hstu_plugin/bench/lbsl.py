@@ -396,8 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--attention", choices=["full", "sla"], default="full", help="attention in the cost model"
     )
-    p.add_argument("--sla-global", type=int, default=64, help="SLA K2, the global prefix (with --attention sla)")
-    p.add_argument("--sla-local", type=int, default=448, help="SLA K1, the local window (with --attention sla)")
+    p.add_argument(
+        "--sla-global",
+        type=int,
+        default=64,
+        help="SLA K2, the global prefix (with --attention sla)",
+    )
+    p.add_argument(
+        "--sla-local", type=int, default=448, help="SLA K1, the local window (with --attention sla)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for draws and SL")
     p.add_argument(
         "--cost-calibration",

@@ -237,8 +237,8 @@ PRESETS: Dict[str, Preset] = {
         device="cuda",
         seeds=(0, 1, 2),
         parallel=8,
-        run_timeout=300,
-        time_budget=480,
+        run_timeout=420,
+        time_budget=540,
         widths={
             "hstu_num_heads": 2,
             "hstu_attn_linear_dim": 64,
@@ -252,7 +252,11 @@ PRESETS: Dict[str, Preset] = {
                 name="synthetic",
                 dataset="synthetic-long",
                 batch_size=32,
-                steps=300,
+                # At 300 steps with 4 clusters no model learned anything (eval NE 1.00-1.01 at
+                # 32eb1d9).  One cluster per item makes the signal the candidate's own id among
+                # the early events, and on CPU at L=256 full attention needed ~250 steps to
+                # start learning it (benchmarks/results/synthetic_learnability_cpu.md).
+                steps=1000,
                 eval_batches=None,
                 k1=64,
                 k2=64,
@@ -260,7 +264,12 @@ PRESETS: Dict[str, Preset] = {
                 sizes=(1, 2, 4),
                 ablations=ALL_ABLATIONS,
                 # 3000 train / 1000 eval users, histories of exactly 4096 events
-                synthetic={"num_users": 4000, "min_len": 4106, "max_len": 4106},
+                synthetic={
+                    "num_users": 4000,
+                    "min_len": 4106,
+                    "max_len": 4106,
+                    "num_clusters": 40,
+                },
                 loader_workers=1,
             ),
             DatasetPlan(
@@ -281,12 +290,13 @@ PRESETS: Dict[str, Preset] = {
         # run); fp32 on TRITON and bf16 on PYTORCH train, with or without the autotuning
         # bound (benchmarks/results/gr_hstu_nan_probe_h200.md).
         bf16=False,
-        sizing="one H200, ~8 min: 2 datasets x 10 configs x 3 seeds = 60 runs, 8 at a time "
+        sizing="one H200, ~35 min (more than one device call: pick --datasets / --seeds per "
+        "call and merge with --report-only): 2 datasets x 10 configs x 3 seeds = 60 runs, 8 at a time "
         "(OMP threads = cores / 8 each); per run ~15-25 s of imports, data and model build, "
         "the first step's autotuning (cached on disk after the first seed: runs go seed by "
-        "seed), 300 steps of batch 32 (~70-100 ms a step, host-bound at these widths: "
+        "seed), 1000 (synthetic) / 300 (ML-100k) steps of batch 32 (~70-100 ms a step, host-bound at these widths: "
         "D=128, 2 heads of 64) and the full eval split.  Synthetic: 4000 users (75/25), "
-        "history L=4096 (one DataLoader worker a run parses the rows), 40 items in 4 clusters, 32 early signal events, k1=64 (the window "
+        "history L=4096 (one DataLoader worker a run parses the rows), 40 items, one cluster each, 32 early signal events, k1=64 (the window "
         "cannot see them), k2=64 (5 contextual + the 32 signal tokens), L'=256.  ML-100k: "
         "the CPU smoke run's k1=64, k2=16, L'=64.  Runs the --time-budget cuts are recorded "
         "as such (synthetic first).",
@@ -888,6 +898,14 @@ def render(rows: List[Dict[str, Any]], meta: Dict[str, Any], out: Path) -> Dict[
             key=lambda t: (t != "rating", t),
         )
         md += [f"## {ds}", ""]
+        floors = meta.get("signal_floors", {}).get(ds)
+        if floors:
+            md += [
+                f"Best reachable NE rating (Bayes, from the generator's label probabilities): "
+                f"{floors['full']:.4f} knowing the early events, {floors['window_only']:.4f} "
+                "from the last K1 events alone; 1.0 is the constant predictor.",
+                "",
+            ]
         head = ["config", "family"] + [f"NE {t}" for t in tasks] + [f"AUC {t}" for t in tasks]
         head += ["GAUC rating", "train FLOPs", "wall s", "steps/s", "seeds ok", "failed"]
         md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -1040,6 +1058,14 @@ def plot(agg: Dict[str, Dict[str, Dict[str, Any]]], summary: Dict[str, Any], pat
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def synthetic_floors(plan: DatasetPlan) -> Dict[str, float]:
+    """The best NE any model / a window-only model can reach on the plan's synthetic set."""
+    from ultra_hstu_plugin.data.synthetic import SyntheticConfig, signal_floors, synthetic_arrays
+
+    cfg = SyntheticConfig(**plan.synthetic)
+    return asdict(signal_floors(synthetic_arrays(cfg), cfg))
 
 
 def prepare_data(plan: DatasetPlan, args: argparse.Namespace) -> Path:
@@ -1242,6 +1268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "not_expressible": list(NOT_EXPRESSIBLE),
     }
     meta["prime_steps"] = args.prime_steps
+    meta["signal_floors"] = {p.name: synthetic_floors(p) for p in plans if p.synthetic}
     results = Results(args.out, meta)
     jobs: List[Job] = []
     primes: List[Job] = []

@@ -171,6 +171,39 @@ def synthetic_arrays(cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
     }
 
 
+@dataclass(frozen=True)
+class SignalFloors:
+    """The best eval NE a model can reach on the candidates' "rating >= 4" task.
+
+    ``full``: knowing every label's probability (full attention, or a global prefix that
+    covers the early events); ``window_only``: knowing only what the last ``K1 >=
+    recent_events`` history events tell (the recent cluster; the early events are out of
+    reach and noise carries nothing).  NE is log loss over the log loss of the base rate.
+    """
+
+    full: float
+    window_only: float
+
+
+def signal_floors(arrays: Dict[str, np.ndarray], cfg: SyntheticConfig) -> SignalFloors:
+    """:class:`SignalFloors` of :func:`synthetic_arrays`' output (the labels drawn there)."""
+    cand = arrays["role"] == CANDIDATE
+    y = (arrays["ratings"][cand] >= 4).astype(np.float64)
+    cluster = ((arrays["items"] - 1) % cfg.num_clusters)[cand]
+    recent = np.broadcast_to(arrays["recent"][:, None], arrays["items"].shape)[cand]
+
+    def log_loss(q: np.ndarray) -> float:
+        q = np.clip(q, 1e-7, 1 - 1e-7)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    base = log_loss(np.full_like(y, y.mean()))
+    in_recent = cluster == recent
+    window = np.where(in_recent, y[in_recent].mean(), y[~in_recent].mean())
+    return SignalFloors(
+        full=log_loss(arrays["p_like"][cand]) / base, window_only=log_loss(window) / base
+    )
+
+
 def _joined(matrix: np.ndarray, lengths: np.ndarray) -> list:
     return [",".join(map(str, row[:n].tolist())) for row, n in zip(matrix, lengths)]
 
