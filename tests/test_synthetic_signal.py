@@ -112,3 +112,13 @@ def test_window_only_models_have_a_far_higher_ne_floor(num_clusters):
     # one cluster per item: the signal is the candidate's own id among the early events
     if num_clusters == cfg.num_items:
         assert floors.full < 0.6, floors
+
+
+def test_user_ids_carry_no_taste():
+    # a per-user id would let a model memorise training users' tastes (no use on eval users)
+    cfg = SyntheticConfig(num_users=2000, min_len=60, max_len=60)
+    rows = synthetic.synthetic_rows(cfg)
+    early = synthetic.synthetic_arrays(cfg)["early"]
+    assert rows.user_id.nunique() <= synthetic.USER_ID_BUCKETS
+    for uid in np.unique(rows.user_id):  # every id is shared by users of every early taste
+        assert len(set(early[rows.user_id.to_numpy() == uid])) == cfg.num_clusters

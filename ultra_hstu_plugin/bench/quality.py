@@ -1072,22 +1072,24 @@ def prepare_data(plan: DatasetPlan, args: argparse.Namespace) -> Path:
     """The folder with the dataset's CSV (synthetic: generated here once per config)."""
     if plan.dataset == "synthetic-long":
         from ultra_hstu_plugin.data.synthetic import (
+            GENERATOR_VERSION,
             OUTPUT_NAME,
             SyntheticConfig,
             generate_synthetic,
         )
 
         cfg = SyntheticConfig(**plan.synthetic)
+        stamped = {**asdict(cfg), "generator_version": GENERATOR_VERSION}
         folder = args.data_cache / f"synthetic_{cfg.num_users}u_{cfg.min_len}-{cfg.max_len}"
         stamp = folder / "config.json"
         if (
             not (folder / OUTPUT_NAME).exists()
             or not stamp.exists()
-            or json.loads(stamp.read_text()) != asdict(cfg)
+            or json.loads(stamp.read_text()) != stamped
         ):
             t = time.time()
             generate_synthetic(folder, cfg)
-            stamp.write_text(json.dumps(asdict(cfg)))
+            stamp.write_text(json.dumps(stamped))
             print(f"generated {folder / OUTPUT_NAME} in {time.time() - t:.1f} s", flush=True)
         return folder.resolve()
     from ultra_hstu_plugin.data.movielens import OUTPUT_NAME, prepare_movielens_100k
