@@ -122,3 +122,27 @@ def test_user_ids_carry_no_taste():
     assert rows.user_id.nunique() <= synthetic.USER_ID_BUCKETS
     for uid in np.unique(rows.user_id):  # every id is shared by users of every early taste
         assert len(set(early[rows.user_id.to_numpy() == uid])) == cfg.num_clusters
+
+
+def test_propensity_signal_lives_in_the_early_events_only():
+    cfg = SyntheticConfig(num_users=3000, min_len=266, max_len=266, early_signal="propensity")
+    a = synthetic.synthetic_arrays(cfg)
+    liked = a["ratings"] >= 4
+    likes_things = a["early"] == 1
+    early_rate = (liked & (a["role"] == EARLY)).sum(axis=1) / cfg.signal_events
+    assert early_rate[likes_things].mean() > 0.8 and early_rate[~likes_things].mean() < 0.2
+    # the last K1 history events are alike for both halves (noise and the recent cluster)
+    hist_end = (a["lengths"] - cfg.num_candidates)[:, None]
+    pos = np.arange(a["items"].shape[1])[None, :]
+    window = (pos >= hist_end - K1) & (pos < hist_end)
+    window_rate = (liked & window).sum(axis=1) / K1
+    assert abs(window_rate[likes_things].mean() - window_rate[~likes_things].mean()) < 0.01
+    # and the coin is independent of the recent cluster the window does see
+    assert abs(np.corrcoef(a["early"], a["recent"] % 2)[0, 1]) < 0.05
+    floors = synthetic.signal_floors(a, cfg)
+    assert floors.full < 0.75 and floors.window_only > 0.9, floors
+
+
+def test_unknown_early_signal_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="early_signal.*'bogus'"):
+        SyntheticConfig(early_signal="bogus").validate()

@@ -51,6 +51,16 @@ BENCHMARK_HELP = {
 }
 
 
+def _set_value(value: str) -> object:
+    """A ``--set`` value: an int, else a float, else the string (the config validates it)."""
+    for convert in (int, float):
+        try:
+            return convert(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from ultra_hstu_plugin.registry import discover
 
@@ -87,7 +97,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         kwargs["source"] = args.source
     for item in args.set or []:
         key, _, value = item.partition("=")
-        kwargs[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        kwargs[key] = _set_value(value)
     if args.gin:
         import gin
 

@@ -25,6 +25,12 @@ events (SLA with ``K2 = 0``) cannot tell the early cluster from the other cluste
 one with a global prefix (``K2 >= signal_events`` + contextual tokens) or full attention
 can (``tests/test_synthetic_signal.py`` checks this on the generator itself).
 
+``early_signal="propensity"`` plants a simpler far-back signal: half the users like things
+(their early events are liked at ``p_early``, the rest's at ``p_base``), and so are their
+candidates outside the recent cluster.  A model reads it as a count of liked early events,
+no item matching needed; the window still sees nothing of it (:func:`_propensity_arrays`).
+:func:`signal_floors` gives the best NE reachable with and without the early events.
+
 Vectorised over users and events (numpy); only the CSV strings are built per user.
 
 Two tasks: "rating >= 4" (GR's own label) and "rating == 5" (a liked event is rated 4 or 5
@@ -50,9 +56,11 @@ MAX_ITEMS = 1 << 16
 MAX_USERS = 1 << 17
 
 # Bumped whenever the same SyntheticConfig generates different rows (caches key on it).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # Distinct user ids of the generated rows (see synthetic_rows).
 USER_ID_BUCKETS = 8
+
+EARLY_SIGNALS = ("cluster", "propensity")
 
 # Event roles in :func:`synthetic_arrays`' ``role`` matrix.
 PAD, NOISE, EARLY, RECENT, CANDIDATE = -1, 0, 1, 2, 3
@@ -79,6 +87,10 @@ class SyntheticConfig:
     p_recent: float = 0.8
     p_base: float = 0.1
     seed: int = 0
+    # What the early events tell (see the module docstring): "cluster", the user's early
+    # taste cluster (a candidate's label needs matching it against the early items), or
+    # "propensity", how much the user likes things at all (a count of liked early events).
+    early_signal: str = "cluster"
 
     def validate(self) -> None:
         if not (0 < self.num_users < MAX_USERS and 0 < self.num_items < MAX_ITEMS):
@@ -101,6 +113,10 @@ class SyntheticConfig:
             )
         if self.max_len < self.min_len:
             raise ValueError(f"max_len={self.max_len} is below min_len={self.min_len}")
+        if self.early_signal not in EARLY_SIGNALS:
+            raise ValueError(
+                f"early_signal must be one of {EARLY_SIGNALS}, got {self.early_signal!r}"
+            )
         for name in ("p_early", "p_recent", "p_base"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
@@ -137,6 +153,8 @@ def synthetic_arrays(cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
     role[pos >= hist_end] = CANDIDATE
     role[pos >= lengths[:, None]] = PAD
 
+    if cfg.early_signal == "propensity":
+        return _propensity_arrays(cfg, rng, role, lengths, early, recent)
     items = rng.integers(1, cfg.num_items + 1, size=(U, W))  # noise: uniform items
     # candidates: a third from the early cluster, a third from the recent one, a third uniform
     kind = rng.integers(0, 3, size=(U, W))
@@ -207,6 +225,54 @@ def signal_floors(arrays: Dict[str, np.ndarray], cfg: SyntheticConfig) -> Signal
     return SignalFloors(
         full=log_loss(arrays["p_like"][cand]) / base, window_only=log_loss(window) / base
     )
+
+
+def _propensity_arrays(
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    role: np.ndarray,
+    lengths: np.ndarray,
+    early: np.ndarray,
+    recent: np.ndarray,
+) -> Dict[str, np.ndarray]:
+    """``early_signal="propensity"``: half the users (``early`` = 1) like things.
+
+    Their early events (uniform items) are liked with ``p_early``, the other half's at
+    ``p_base``; a candidate outside the user's recent cluster is liked with ``p_early`` for
+    the first half and ``p_base`` for the second, one in the recent cluster with
+    ``p_recent``.  So the early events' like count decides those candidates, and every other
+    history event (noise at ``p_base``, recent events at ``p_recent``) is the same for both
+    halves: a window of the last K1 events cannot tell them apart.
+    """
+    U, W = role.shape
+    early = rng.integers(0, 2, size=U)  # 1: the user likes things; not tied to ``recent``
+    items = rng.integers(1, cfg.num_items + 1, size=(U, W))
+    kind = rng.integers(0, 2, size=(U, W))  # candidates: half in the recent cluster
+    in_recent_slot = (role == RECENT) | ((role == CANDIDATE) & (kind == 1))
+    items[in_recent_slot] = _items_in(
+        rng, cfg, np.broadcast_to(recent[:, None], (U, W))[in_recent_slot]
+    )
+    clusters = (items - 1) % cfg.num_clusters
+    likes = np.where(early == 1, cfg.p_early, cfg.p_base)[:, None]
+    p_cand = np.where(clusters == recent[:, None], cfg.p_recent, likes)
+    p_like = np.select(
+        [role == EARLY, role == RECENT, role == CANDIDATE],
+        [np.broadcast_to(likes, (U, W)), cfg.p_recent, p_cand],
+        default=cfg.p_base,
+    )
+    liked = rng.random((U, W)) < p_like
+    ratings = np.where(liked, rng.integers(4, 6, size=(U, W)), rng.integers(1, 4, size=(U, W)))
+    pad = role == PAD
+    items[pad], ratings[pad], p_like[pad] = 0, 0, 0.0
+    return {
+        "items": items,
+        "ratings": ratings,
+        "role": role,
+        "lengths": lengths,
+        "early": early,
+        "recent": recent,
+        "p_like": p_like,
+    }
 
 
 def _joined(matrix: np.ndarray, lengths: np.ndarray) -> list:
