@@ -5,15 +5,20 @@
 # contextual tokens and the 32 early events), one layer each, D = 128, 2 heads of 64, batch 32,
 # GR's dlrm_v3 optimizers, eval on the 1000 unseen users.  Prints each run's eval NE beside the
 # generator's Bayes floors (ultra_hstu_plugin.data.synthetic.signal_floors).
-# Usage (repository root): bash benchmarks/synthetic_learnability.sh [STEPS] [SEED] [OUT]
+# SIGNAL (propensity | cluster, default propensity) and CLUSTERS (default 4) pick the generator's
+# early_signal and num_clusters.
+# Usage (repository root): [SIGNAL=..] [CLUSTERS=..] bash benchmarks/synthetic_learnability.sh [STEPS] [SEED] [OUT]
 set -uo pipefail
 steps=${1:-1000}
 seed=${2:-0}
 out=${3:-/tmp/synthetic_learnability}
 data=$out/data
+signal=${SIGNAL:-propensity}
+clusters=${CLUSTERS:-4}
 mkdir -p "$out"
 python -m ultra_hstu_plugin.cli data prepare synthetic-long --out "$data" --set num_users=4000 \
-  --set min_len=266 --set max_len=266 --set num_clusters=40 > /dev/null
+  --set min_len=266 --set max_len=266 --set num_clusters="$clusters" --set early_signal="$signal" \
+  > /dev/null
 widths='{"hstu_num_heads": 2, "hstu_attn_linear_dim": 64, "hstu_attn_qk_dim": 64, "hstu_embedding_table_dim": 64, "hstu_preprocessor_hidden_dim": 128, "hstu_transducer_embedding_dim": 128, "hstu_attn_num_layers": 1, "max_seq_len": 282}'
 sla() {
   printf '%s\n' 'make_ultra_model.encoder = "ultra_hstu"' \
@@ -52,12 +57,14 @@ EOF
     --mode train-eval > "$out/$name.log" 2>&1 &
 done
 wait
-python - "$out" <<'PY'
+python - "$out" "$clusters" "$signal" <<'PY'
 import json, sys
 from ultra_hstu_plugin.data.synthetic import SyntheticConfig, signal_floors, synthetic_arrays
 
 out = sys.argv[1]
-cfg = SyntheticConfig(num_users=4000, min_len=266, max_len=266, num_clusters=40)
+cfg = SyntheticConfig(
+    num_users=4000, min_len=266, max_len=266, num_clusters=int(sys.argv[2]), early_signal=sys.argv[3]
+)
 floors = signal_floors(synthetic_arrays(cfg), cfg)
 print(f"Bayes floors (NE rating): full {floors.full:.4f}, window-only {floors.window_only:.4f}")
 print("| run | eval NE rating | eval NE love | train NE rating (lifetime) |\n|---|---|---|---|")

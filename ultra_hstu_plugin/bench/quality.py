@@ -252,10 +252,10 @@ PRESETS: Dict[str, Preset] = {
                 name="synthetic",
                 dataset="synthetic-long",
                 batch_size=32,
-                # At 300 steps with 4 clusters no model learned anything (eval NE 1.00-1.01 at
-                # 32eb1d9).  One cluster per item makes the signal the candidate's own id among
-                # the early events, and on CPU at L=256 full attention needed ~250 steps to
-                # start learning it (benchmarks/results/synthetic_learnability_cpu.md).
+                # At 300 steps with the "cluster" signal no model learned anything (eval NE
+                # 1.00-1.01 at 32eb1d9); on CPU at L=256 it was not learned in 1000 steps on
+                # unseen users either, while the "propensity" signal was, by full attention
+                # and not by a window-only model (benchmarks/results/synthetic_learnability_cpu.md).
                 steps=1000,
                 eval_batches=None,
                 k1=64,
@@ -268,7 +268,7 @@ PRESETS: Dict[str, Preset] = {
                     "num_users": 4000,
                     "min_len": 4106,
                     "max_len": 4106,
-                    "num_clusters": 40,
+                    "early_signal": "propensity",
                 },
                 loader_workers=1,
             ),
@@ -296,7 +296,7 @@ PRESETS: Dict[str, Preset] = {
         "the first step's autotuning (cached on disk after the first seed: runs go seed by "
         "seed), 1000 (synthetic) / 300 (ML-100k) steps of batch 32 (~70-100 ms a step, host-bound at these widths: "
         "D=128, 2 heads of 64) and the full eval split.  Synthetic: 4000 users (75/25), "
-        "history L=4096 (one DataLoader worker a run parses the rows), 40 items, one cluster each, 32 early signal events, k1=64 (the window "
+        "history L=4096 (one DataLoader worker a run parses the rows), 40 items in 4 clusters, 32 early signal events (early_signal='propensity': their like count), k1=64 (the window "
         "cannot see them), k2=64 (5 contextual + the 32 signal tokens), L'=256.  ML-100k: "
         "the CPU smoke run's k1=64, k2=16, L'=64.  Runs the --time-budget cuts are recorded "
         "as such (synthetic first).",
