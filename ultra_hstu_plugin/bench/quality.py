@@ -254,8 +254,8 @@ PRESETS: Dict[str, Preset] = {
                 batch_size=32,
                 # At 300 steps with the "cluster" signal no model learned anything (eval NE
                 # 1.00-1.01 at 32eb1d9); on CPU at L=256 it was not learned in 1000 steps on
-                # unseen users either, while the "propensity" signal was, by full attention
-                # and not by a window-only model (benchmarks/results/synthetic_learnability_cpu.md).
+                # unseen users either; the "propensity" signal was (full attention 1 of 2 seeds,
+                # SLA + prefix), never by window-only SLA (results/synthetic_learnability_cpu.md).
                 steps=1000,
                 eval_batches=None,
                 k1=64,
