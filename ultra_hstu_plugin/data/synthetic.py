@@ -179,19 +179,7 @@ def synthetic_arrays(cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
         [cfg.p_early, cfg.p_recent, p_cand],
         default=cfg.p_base,
     )
-    liked = rng.random((U, W)) < p_like
-    ratings = np.where(liked, rng.integers(4, 6, size=(U, W)), rng.integers(1, 4, size=(U, W)))
-    pad = role == PAD
-    items[pad], ratings[pad], p_like[pad] = 0, 0, 0.0
-    return {
-        "items": items,
-        "ratings": ratings,
-        "role": role,
-        "lengths": lengths,
-        "early": early,
-        "recent": recent,
-        "p_like": p_like,
-    }
+    return _drawn(rng, items, p_like, role, lengths, early, recent)
 
 
 @dataclass(frozen=True)
@@ -227,6 +215,32 @@ def signal_floors(arrays: Dict[str, np.ndarray], cfg: SyntheticConfig) -> Signal
     )
 
 
+def _drawn(
+    rng: np.random.Generator,
+    items: np.ndarray,
+    p_like: np.ndarray,
+    role: np.ndarray,
+    lengths: np.ndarray,
+    early: np.ndarray,
+    recent: np.ndarray,
+) -> Dict[str, np.ndarray]:
+    """Labels drawn at ``p_like`` as 1-5 star ratings (liked: 4 or 5), padding zeroed."""
+    U, W = items.shape
+    liked = rng.random((U, W)) < p_like
+    ratings = np.where(liked, rng.integers(4, 6, size=(U, W)), rng.integers(1, 4, size=(U, W)))
+    pad = role == PAD
+    items[pad], ratings[pad], p_like[pad] = 0, 0, 0.0
+    return {
+        "items": items,
+        "ratings": ratings,
+        "role": role,
+        "lengths": lengths,
+        "early": early,
+        "recent": recent,
+        "p_like": p_like,
+    }
+
+
 def _propensity_arrays(
     cfg: SyntheticConfig,
     rng: np.random.Generator,
@@ -260,19 +274,7 @@ def _propensity_arrays(
         [np.broadcast_to(likes, (U, W)), cfg.p_recent, p_cand],
         default=cfg.p_base,
     )
-    liked = rng.random((U, W)) < p_like
-    ratings = np.where(liked, rng.integers(4, 6, size=(U, W)), rng.integers(1, 4, size=(U, W)))
-    pad = role == PAD
-    items[pad], ratings[pad], p_like[pad] = 0, 0, 0.0
-    return {
-        "items": items,
-        "ratings": ratings,
-        "role": role,
-        "lengths": lengths,
-        "early": early,
-        "recent": recent,
-        "p_like": p_like,
-    }
+    return _drawn(rng, items, p_like, role, lengths, early, recent)
 
 
 def _joined(matrix: np.ndarray, lengths: np.ndarray) -> list:
