@@ -154,7 +154,7 @@ def synthetic_arrays(cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
     role[pos >= lengths[:, None]] = PAD
 
     if cfg.early_signal == "propensity":
-        return _propensity_arrays(cfg, rng, role, lengths, early, recent)
+        return _propensity_arrays(cfg, rng, role, lengths, recent)
     items = rng.integers(1, cfg.num_items + 1, size=(U, W))  # noise: uniform items
     # candidates: a third from the early cluster, a third from the recent one, a third uniform
     kind = rng.integers(0, 3, size=(U, W))
@@ -246,7 +246,6 @@ def _propensity_arrays(
     rng: np.random.Generator,
     role: np.ndarray,
     lengths: np.ndarray,
-    early: np.ndarray,
     recent: np.ndarray,
 ) -> Dict[str, np.ndarray]:
     """``early_signal="propensity"``: half the users (``early`` = 1) like things.
@@ -259,7 +258,8 @@ def _propensity_arrays(
     halves: a window of the last K1 events cannot tell them apart.
     """
     U, W = role.shape
-    early = rng.integers(0, 2, size=U)  # 1: the user likes things; not tied to ``recent``
+    # drawn here, not from the cluster draw: ``recent`` was built from that (parity leak)
+    early = rng.integers(0, 2, size=U)  # 1: the user likes things
     items = rng.integers(1, cfg.num_items + 1, size=(U, W))
     kind = rng.integers(0, 2, size=(U, W))  # candidates: half in the recent cluster
     in_recent_slot = (role == RECENT) | ((role == CANDIDATE) & (kind == 1))
