@@ -14,6 +14,9 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 [ -e ultra_hstu_plugin/kernels ] || ln -s ../kernels ultra_hstu_plugin/kernels
 export PYTHONPATH=${PYTHONPATH:-$PWD:$PWD/.gr} PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1
+# Triton prints each autotuning's duration: the table below sums them per kernel (where the
+# cold first step goes); a kernel left with one config is not benchmarked and prints nothing.
+export TRITON_PRINT_AUTOTUNING=1
 cache=$(mktemp -d /tmp/triton_cold.XXXX)
 for phase in cold warm; do
   rm -rf "/tmp/first_step_$phase"
@@ -27,7 +30,7 @@ for phase in cold warm; do
   echo "$phase: rc=$rc"
 done
 python - "$out" "$gin_file" "$max_configs" <<'PY'
-import json, subprocess, sys
+import json, re, subprocess, sys
 out, gin_file, max_configs = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = []
 for phase in ("cold", "warm"):
@@ -46,8 +49,23 @@ meta = {
     "autotune_max_configs": max_configs,
     "target": "first training step <= 60 s (cold Triton cache)",
 }
-json.dump({"meta": meta, "rows": rows}, open(f"{out}/first_step_{max_configs}.json", "w"), indent=1)
-print("| phase | first step s | steps/s | steps | whole process s |\n|---|---|---|---|---|")
+# "Triton autotuning for function NAME, with key as ..., finished after S s, best config ..."
+tuned = {}
+for phase in ("cold", "warm"):
+    text = open(f"{out}/first_step_{phase}.log", errors="replace").read()
+    for fn, secs in re.findall(r"autotuning for function (\w+),.*?finished after ([0-9.]+)s", text, re.S):
+        n, t = tuned.setdefault(phase, {}).get(fn, (0, 0.0))
+        tuned[phase][fn] = (n + 1, t + float(secs))
 for r in rows:
-    print(f"| {r['phase']} | {r.get('first_step_seconds')} | {r.get('steps_per_second')} | {r.get('train_steps', r.get('error'))} | {r.get('process_wall_s')} |")
+    per_fn = tuned.get(r["phase"], {})
+    r["autotune_s"] = round(sum(t for _, t in per_fn.values()), 1)
+    r["autotunings"] = sum(n for n, _ in per_fn.values())
+    r["autotune_by_kernel"] = {k: [n, round(t, 1)] for k, (n, t) in sorted(per_fn.items(), key=lambda kv: -kv[1][1])}
+json.dump({"meta": meta, "rows": rows}, open(f"{out}/first_step_{max_configs}.json", "w"), indent=1)
+print("| phase | first step s | steps/s | steps | whole process s | autotuning s (count) |\n|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['phase']} | {r.get('first_step_seconds')} | {r.get('steps_per_second')} | {r.get('train_steps', r.get('error'))} | {r.get('process_wall_s')} | {r.get('autotune_s')} ({r.get('autotunings')}) |")
+for r in rows:
+    for k, (n, t) in list(r.get("autotune_by_kernel", {}).items())[:12]:
+        print(f"{r['phase']}: {k}: {n} tunings, {t} s")
 PY

@@ -3,7 +3,7 @@
 
 import pytest
 
-from ultra_hstu_plugin.autotune import bound_autotuning, kernel_modules
+from ultra_hstu_plugin.autotune import SINGLE_CONFIG_WARNING, bound_autotuning, kernel_modules
 from ultra_hstu_plugin.kernels.autotune_budget import find_autotuners
 
 
@@ -32,3 +32,14 @@ def test_grs_own_pruning_still_runs_under_the_bound(unbounded_after):
     assert tuner.early_config_prune is not original
     bound_autotuning(None)
     assert tuner.early_config_prune is original
+
+
+def test_a_single_config_bound_warns_of_its_steady_state_cost(unbounded_after, caplog):
+    # A bound of 1 runs each kernel's first config untimed: 11x slower SLA attention was
+    # measured at L=4096 in fp32, so a user choosing it for a fast first step is told.
+    with caplog.at_level("WARNING", logger="ultra_hstu_plugin.autotune"):
+        bound_autotuning(4)
+        assert not caplog.records
+        rows = bound_autotuning(1)
+    assert all(r.kept == 1 for r in rows if r.configs > 1)
+    assert [r.getMessage() for r in caplog.records] == [SINGLE_CONFIG_WARNING]

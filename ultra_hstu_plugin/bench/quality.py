@@ -498,6 +498,31 @@ def _tail(path: Path, n: int = 1500) -> str:
     return text[-n:]
 
 
+def last_progress(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """How far a run got: its last training row of ``curves.jsonl`` (step, seconds since the
+    loop started, lifetime NE per task), or None before its first logged step.  Kept for runs
+    that time out or are cut, so that a slow run says how slow."""
+    try:
+        lines = (run_dir / "curves.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+        if row.get("mode") == "train":
+            prefix = "metric/lifetime_ne/"
+            return {
+                "train_step": row.get("train_step"),
+                "seconds": row.get("seconds"),
+                "lifetime_ne": {
+                    k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)
+                },
+            }
+    return None
+
+
 def _error_of(log: str) -> str:
     """The line that says what went wrong (``ultra-hstu: error: ...``, a raised error)."""
     lines = [x.strip() for x in log.replace("\r", "\n").splitlines() if x.strip()]
@@ -624,6 +649,7 @@ class Runner:
         row = finish_row(job, rc, status, error, self.args.parallel, self.device)
         if row["status"] != "ok":
             row["log_tail"] = _tail(job.run_dir / "log.txt", 1200)
+            row["progress"] = last_progress(job.run_dir)
         self.writer.add(row)
 
     def run(self, jobs: List[Job]) -> None:
@@ -991,9 +1017,15 @@ def render(rows: List[Dict[str, Any]], meta: Dict[str, Any], out: Path) -> Dict[
     if failed:
         md += ["## Runs that did not finish", ""]
         for r in failed:
+            got = r.get("progress") or {}
+            reached = (
+                f" (reached step {got['train_step']} after {got['seconds']:.0f} s)"
+                if got.get("train_step") is not None and got.get("seconds") is not None
+                else ""
+            )
             md.append(
                 f"- {r['dataset']}/`{r['config']}`/seed {r['seed']}: {r['status']}: "
-                f"{r.get('error', '')}"
+                f"{r.get('error', '')}{reached}"
             )
         md.append("")
     md += ["## What the encoder config cannot express", ""]
