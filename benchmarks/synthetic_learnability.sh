@@ -6,7 +6,8 @@
 # GR's dlrm_v3 optimizers, eval on the 1000 unseen users.  Prints each run's eval NE beside the
 # generator's Bayes floors (ultra_hstu_plugin.data.synthetic.signal_floors).
 # SIGNAL (propensity | cluster, default propensity) and CLUSTERS (default 4) pick the generator's
-# early_signal and num_clusters.
+# early_signal and num_clusters; MODELS (default "hstu_full sla_window sla_prefix") which runs
+# to make, all at once.
 # Usage (repository root): [SIGNAL=..] [CLUSTERS=..] bash benchmarks/synthetic_learnability.sh [STEPS] [SEED] [OUT]
 set -uo pipefail
 steps=${1:-1000}
@@ -15,6 +16,7 @@ out=${3:-/tmp/synthetic_learnability}
 data=$out/data
 signal=${SIGNAL:-propensity}
 clusters=${CLUSTERS:-4}
+models=${MODELS:-hstu_full sla_window sla_prefix}
 mkdir -p "$out"
 python -m ultra_hstu_plugin.cli data prepare synthetic-long --out "$data" --set num_users=4000 \
   --set min_len=266 --set max_len=266 --set num_clusters="$clusters" --set early_signal="$signal" \
@@ -32,7 +34,8 @@ declare -A encoder=(
   [sla_window]="$(sla 0)"
   [sla_prefix]="$(sla 48)"
 )
-for name in "${!encoder[@]}"; do
+for name in $models; do
+  [ -n "${encoder[$name]:-}" ] || { echo "unknown model '$name' (MODELS: ${!encoder[*]})" >&2; exit 2; }
   cat > "$out/$name.gin" <<EOF
 import ultra_hstu_plugin.gin
 include '$PWD/gin_configs/common/ranking_optimizers.gin'
@@ -57,7 +60,7 @@ EOF
     --mode train-eval > "$out/$name.log" 2>&1 &
 done
 wait
-python - "$out" "$clusters" "$signal" <<'PY'
+python - "$out" "$clusters" "$signal" $models <<'PY'
 import json, sys
 from ultra_hstu_plugin.data.synthetic import SyntheticConfig, signal_floors, synthetic_arrays
 
@@ -68,7 +71,7 @@ cfg = SyntheticConfig(
 floors = signal_floors(synthetic_arrays(cfg), cfg)
 print(f"Bayes floors (NE rating): full {floors.full:.4f}, window-only {floors.window_only:.4f}")
 print("| run | eval NE rating | eval NE love | train NE rating (lifetime) |\n|---|---|---|---|")
-for name in ("hstu_full", "sla_window", "sla_prefix"):
+for name in sys.argv[4:]:
     try:
         m = json.load(open(f"{out}/{name}/metrics.json"))
     except FileNotFoundError:

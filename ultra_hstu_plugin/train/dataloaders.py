@@ -91,6 +91,9 @@ def make_dataloaders(
             collate_fn=collate_fn,
             drop_last=True,
             num_workers=num_workers,
+            # Workers live for the whole run, so what a dataset keeps between epochs (the
+            # synthetic set's parsed rows) survives them.
+            persistent_workers=num_workers > 0,
         )
         if len(dl) == 0:
             raise ValueError(
