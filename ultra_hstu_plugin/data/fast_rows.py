@@ -3,10 +3,10 @@
 
 Why: GR's ``DLRMv3MovieLensDataset.load_item`` parses each row's three sequence strings with
 ``json.loads``, builds Python lists of every feature and calls ``torch.tensor`` on a list of
-~5 x L ints.  At L = 4096 that is ~10-20 ms a sample on one CPU core (profiled:
+~5 x L ints.  At L = 4096 that is ~9 ms a sample on one CPU thread (profiled:
 ``torch.tensor`` on the list is half of it, the JSON parse and the per-event list
-comprehension most of the rest), so a batch of 32 costs 0.3-0.6 s of loader time and the
-quality bench's GPU runs at L = 4096 waited on the loader, not the GPU.
+comprehension most of the rest), ~0.3 s of loader time a batch of 32, likely what the
+quality bench's GPU runs at L = 4096 waited on (``benchmarks/results/row_conversion_cpu.md``).
 
 :func:`load_item` returns exactly what GR's ``load_item`` returns for the same row (keys,
 lengths, values; checked by ``tests/test_fast_rows.py`` against GR's own function) but parses
