@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from ultra_hstu_plugin.host import movielens_row_layout
 from ultra_hstu_plugin.host.torchrec import KeyedJaggedTensor
 
 
@@ -82,13 +83,14 @@ def load_item(
             f"row {getattr(data, 'name', '?')}: history lengths differ (items "
             f"{len(items_uih)}, ratings {len(ratings_uih)}, timestamps {len(times_uih)})"
         )
-    keep = dataset._max_uih_len  # GR keeps the first events of a longer history
+    layout = movielens_row_layout(dataset)
+    keep = layout.max_uih_len  # GR keeps the first events of a longer history
     items_uih, ratings_uih, times_uih = (
         _long(x[:keep]) for x in (items_uih, ratings_uih, times_uih)
     )
     n = len(items_uih)
-    contextual = dataset._contextual_feature_to_max_length
-    weights = np.asarray(dataset.action_weights, dtype=np.int64)
+    contextual = layout.contextual_lengths
+    weights = np.asarray(layout.action_weights, dtype=np.int64)
     query_time = int(times_uih.max()) if n else 0
     uih_values = np.concatenate(
         [
@@ -101,10 +103,10 @@ def load_item(
             np.asarray([query_time], dtype=np.int64),
         ]
     )
-    seq_keys = len(dataset._uih_keys) - len(contextual)
+    seq_keys = len(layout.uih_keys) - len(contextual)
     uih_lengths = list(contextual.values()) + [n] * seq_keys + [1]
     uih = KeyedJaggedTensor(
-        keys=dataset._uih_keys + ["dummy_query_time"],
+        keys=layout.uih_keys + ["dummy_query_time"],
         lengths=torch.tensor(uih_lengths, dtype=torch.long),
         values=torch.from_numpy(uih_values),
     )
@@ -119,8 +121,8 @@ def load_item(
         ]
     )
     candidates = KeyedJaggedTensor(
-        keys=dataset._candidates_keys,
-        lengths=torch.full((len(dataset._candidates_keys),), max_num_candidates, dtype=torch.long),
+        keys=layout.candidates_keys,
+        lengths=torch.full((len(layout.candidates_keys),), max_num_candidates, dtype=torch.long),
         values=torch.from_numpy(cand_values),
     )
     return uih, candidates

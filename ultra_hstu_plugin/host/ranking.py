@@ -8,7 +8,8 @@ working where those are absent (the GPU benchmark machine has GR but no torchrec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from ultra_hstu_plugin.host.install import (
     GR_INSTALL_HINT,
@@ -97,6 +98,29 @@ def __getattr__(name: str) -> object:
     return value
 
 
+@dataclass(frozen=True)
+class MovieLensRowLayout:
+    """How GR's ``DLRMv3MovieLensDataset.load_item`` lays a row out (its private fields, read
+    here so that :mod:`ultra_hstu_plugin.data.fast_rows` reproduces it without touching them)."""
+
+    max_uih_len: int  # history events kept (the first ones)
+    contextual_lengths: Dict[str, int]  # contextual feature -> its KJT length, in GR's order
+    uih_keys: List[str]
+    candidates_keys: List[str]
+    action_weights: List[int]  # by star rating - 1
+
+
+def movielens_row_layout(dataset: Any) -> MovieLensRowLayout:
+    """The :class:`MovieLensRowLayout` of a ``DLRMv3MovieLensDataset`` (db1bf8f's fields)."""
+    return MovieLensRowLayout(
+        max_uih_len=dataset._max_uih_len,
+        contextual_lengths=dict(dataset._contextual_feature_to_max_length or {}),
+        uih_keys=list(dataset._uih_keys),
+        candidates_keys=list(dataset._candidates_keys),
+        action_weights=list(dataset.action_weights),
+    )
+
+
 def import_ranking_stack() -> None:
     """Import all of GR's ranking stack now (registers GR's gin configurables)."""
     for name in _RANKING_STACK:
@@ -112,6 +136,7 @@ __all__ = [
     "DlrmHSTUConfig",
     "HammerToTorchDataset",
     "MetricsLogger",
+    "MovieLensRowLayout",
     "MultitaskTaskType",
     "TaskConfig",
     "collate_fn",
@@ -126,6 +151,7 @@ __all__ = [
     "load_dmp_checkpoint",
     "load_nonsparse_checkpoint",
     "load_sparse_checkpoint",
+    "movielens_row_layout",
     "save_dmp_checkpoint",
     "sparse_optimizer_factory_and_class",
     "train_eval_loop",
