@@ -26,6 +26,7 @@ from ultra_hstu_plugin.host import (
     TaskConfig,
     get_embedding_table_config,
     get_hstu_configs,
+    movielens_row_layout,
 )
 from ultra_hstu_plugin.host.torchrec import DataType, EmbeddingConfig, KeyedJaggedTensor
 
@@ -147,9 +148,12 @@ class TwoTaskMovieLensDataset(DLRMv3MovieLensDataset):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.parsed_rows: Dict[Any, fast_rows.Parsed] = {}
+        self.row_layout = movielens_row_layout(self)
 
     def load_item(self, data: Any, max_num_candidates: int) -> Any:
-        uih, candidates = fast_rows.load_item(self, data, max_num_candidates, self.parsed_rows)
+        uih, candidates = fast_rows.load_item(
+            self, data, max_num_candidates, self.parsed_rows, self.row_layout
+        )
         return uih, two_task_candidates(candidates)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from ultra_hstu_plugin.host import movielens_row_layout
+from ultra_hstu_plugin.host import MovieLensRowLayout, movielens_row_layout
 from ultra_hstu_plugin.host.torchrec import KeyedJaggedTensor
 
 
@@ -69,11 +69,16 @@ def parse_row(data: Any, cache: Optional[Dict[Any, Parsed]] = None) -> Parsed:
 
 
 def load_item(
-    dataset: Any, data: Any, max_num_candidates: int, cache: Optional[Dict[Any, Parsed]] = None
+    dataset: Any,
+    data: Any,
+    max_num_candidates: int,
+    cache: Optional[Dict[Any, Parsed]] = None,
+    layout: Optional[MovieLensRowLayout] = None,
 ) -> Tuple[Any, Any]:
     """GR's ``DLRMv3MovieLensDataset.load_item(data, max_num_candidates)`` for ``dataset``
     (a ``DLRMv3MovieLensDataset``): the (history KJT, candidates KJT) pair, same values.
-    ``cache``: parsed rows kept across calls (:func:`parse_row`)."""
+    ``cache``: parsed rows kept across calls (:func:`parse_row`); ``layout``: the dataset's
+    :class:`MovieLensRowLayout`, read once by a caller that converts many rows."""
     items, ratings, times = parse_row(data, cache)
     items_uih, items_cand = _split(items, max_num_candidates)
     ratings_uih, ratings_cand = _split(ratings, max_num_candidates)
@@ -83,7 +88,7 @@ def load_item(
             f"row {getattr(data, 'name', '?')}: history lengths differ (items "
             f"{len(items_uih)}, ratings {len(ratings_uih)}, timestamps {len(times_uih)})"
         )
-    layout = movielens_row_layout(dataset)
+    layout = layout if layout is not None else movielens_row_layout(dataset)
     keep = layout.max_uih_len  # GR keeps the first events of a longer history
     items_uih, ratings_uih, times_uih = (
         _long(x[:keep]) for x in (items_uih, ratings_uih, times_uih)
