@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -28,29 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ultra_hstu_plugin.bench.common import ensure_kernels_importable  # noqa: E402
+from ultra_hstu_plugin.bench.common import ensure_kernels_importable, time_step  # noqa: E402
 
 
 def _bound(value: str) -> Optional[int]:
     return None if value.lower() == "none" else int(value)
-
-
-def _time_ms(fn: Callable[[], object], device: str, reps: int) -> float:
-    """Median of ``reps`` timed calls (CUDA events on a GPU, wall clock on CPU)."""
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -137,12 +118,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "configs_declared": sum(r.configs for r in kept),
             }
             try:
-                t0 = time.perf_counter()
-                step()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                row["warmup_s"] = round(time.perf_counter() - t0, 2)
-                row["fwd_bwd_ms"] = round(_time_ms(step, device, args.reps), 3)
+                timed = time_step(step, device, args.reps)
+                row["warmup_s"] = round(timed["warmup_s"], 2)
+                row["fwd_bwd_ms"] = round(timed["ms"], 3)
             except Exception as e:  # noqa: BLE001 - recorded, and the next row runs
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
             rows.append(row)

@@ -89,3 +89,12 @@ def test_log_every_steps_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="RunSettings.log_every_steps"):
         config.RunSettings(log_every_steps=bad).validate()
     config.RunSettings(log_every_steps=1).validate()
+
+
+def test_a_cut_last_line_is_left_out_and_any_other_bad_line_is_an_error(tmp_path):
+    good = json.dumps({"mode": "train", "train_step": 5, "loss": 0.3})
+    (tmp_path / "curves.jsonl").write_text(good + '\n{"mode": "tr')  # killed mid-write
+    assert [p["train_step"] for p in read_curves(tmp_path)] == [5]
+    (tmp_path / "curves.jsonl").write_text('{"mode": "tr\n' + good + "\n")
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        read_curves(tmp_path)

@@ -62,7 +62,8 @@ def read_curves(run_dir: Path) -> List[Dict[str, Any]]:
     """Every logged point of the run (train and eval), in the order they were logged.
 
     Each point gets ``"file"``: the name of the file it came from, since an eval-only run
-    into the same folder repeats the eval steps of the training run.
+    into the same folder repeats the eval steps of the training run.  A last line that is
+    not JSON (a run killed mid-write) is left out; any other is an error.
     """
     run_dir = Path(run_dir)
     names = sorted({curves_file_name(m) for m in MODES})
@@ -74,8 +75,13 @@ def read_curves(run_dir: Path) -> List[Dict[str, Any]]:
         )
     points: List[Dict[str, Any]] = []
     for path in paths:
-        with open(path) as f:
-            points += [{**json.loads(line), "file": path.name} for line in f if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            try:
+                points.append({**json.loads(line), "file": path.name})
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:  # only the last line can be a write cut by a kill
+                    raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
     return points
 
 

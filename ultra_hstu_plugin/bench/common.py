@@ -1,6 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """What every benchmark shares: the commit and machine it measured, a row writer that keeps
-rows a cut-off run has already measured, and ``ultra_hstu_plugin.kernels`` from a bare copy.  Standard library at import (torch and triton are
+rows a cut-off run has already measured, a step timer, and ``ultra_hstu_plugin.kernels`` from
+a bare copy.  Standard library at import (torch and triton are
 imported where used): benchmarks run on GPU machines that have torch and triton but not the
 rest of our dependencies."""
 
@@ -12,8 +13,9 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 if TYPE_CHECKING:
     import argparse
@@ -108,3 +110,29 @@ def apply_autotune_option(args: argparse.Namespace, notes: list) -> None:
     notes.append(
         f"Triton autotuning bounded: {summary(bound_autotuning(args.autotune_max_configs))}"
     )
+
+
+def time_step(step: Callable[[], Any], device: str, reps: int) -> Dict[str, Any]:
+    """One untimed call (autotuning, compilation: ``warmup_s``), then ``reps`` timed calls:
+    their median ``ms`` and all of them (``ms_all``); CUDA events on a GPU, wall clock on CPU."""
+    import torch
+
+    t0 = time.perf_counter()
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return {"ms": sorted(times)[len(times) // 2], "warmup_s": warmup_s, "ms_all": times}

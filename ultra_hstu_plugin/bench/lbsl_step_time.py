@@ -233,31 +233,6 @@ def make_batch(kept: Any, args: argparse.Namespace, device: str) -> Any:
     )
 
 
-def time_train_step(step: Any, device: str, reps: int) -> Dict[str, float]:
-    """One untimed call (autotuning), then the median of ``reps`` timed calls."""
-    import torch
-
-    t0 = time.perf_counter()
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    warmup_s = time.perf_counter() - t0
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return {"ms": sorted(times)[len(times) // 2], "warmup_s": warmup_s, "ms_all": times}
-
-
 def summarise(rows: List[Dict[str, Any]], models: List[str], ranks: int) -> Dict[str, Any]:
     ok = [r for r in rows if r.get("status") == "ok"]
     out: Dict[str, Any] = {"measured": len(ok), "correlation": {}, "policies": {}}
@@ -356,7 +331,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     from ultra_hstu_plugin.bench import scaling
-    from ultra_hstu_plugin.bench.common import RowWriter, ensure_kernels_importable, environment
+    from ultra_hstu_plugin.bench.common import (
+        RowWriter,
+        ensure_kernels_importable,
+        environment,
+        time_step,
+    )
 
     ensure_kernels_importable()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -430,7 +410,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             step = None
             try:
                 step = scaling.make_step(encoder, make_batch(kept, args, device), "train")
-                t = time_train_step(step, device, args.reps)
+                t = time_step(step, device, args.reps)
                 row.update(status="ok", **t)
             except scaling._oom_errors():
                 row["status"] = "out of memory"

@@ -296,8 +296,8 @@ PRESETS: Dict[str, Preset] = {
         "the first step's autotuning (cached on disk after the first seed: runs go seed by "
         "seed), 1000 (synthetic) / 300 (ML-100k) steps of batch 32 and the full eval split.  "
         "At 32eb1d9 (bf16, bound 4, 8 runs at a time) a synthetic run made ~4.3 steps/s, "
-        "likely bound by GR's row conversion (~9 ms a row at L=4096 on one CPU thread, "
-        "one loader worker a run); rows are now converted by "
+        "likely bound by GR's row conversion (~9 ms a row at L=4096 on one CPU thread); "
+        "rows are now converted by "
         "data/fast_rows.py (0.18 ms a row after the first epoch, results/row_conversion_cpu.md), not yet re-measured on the GPU. "
         "Keep the autotuning bound at 4: at 1 the grid timed out "
         "(results/quality_h200_bound1_attempt.md).  Synthetic: 4000 users (75/25), "
@@ -504,28 +504,23 @@ def _tail(path: Path, n: int = 1500) -> str:
 
 
 def last_progress(run_dir: Path) -> Optional[Dict[str, Any]]:
-    """How far a run got: its last training row of ``curves.jsonl`` (step, seconds since the
-    loop started, lifetime NE per task), or None before its first logged step.  Kept for runs
-    that time out or are cut, so that a slow run says how slow."""
+    """How far a run got: its last training point (step, seconds since the loop started,
+    lifetime NE per task), or None before its first logged step.  Kept for runs that time
+    out or are cut, so that a slow run says how slow."""
+    from ultra_hstu_plugin.report import read_curves
+
     try:
-        lines = (run_dir / "curves.jsonl").read_text().splitlines()
-    except OSError:
+        train = [p for p in read_curves(run_dir) if p.get("mode") == "train"]
+    except FileNotFoundError:
         return None
-    for line in reversed(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the kill
-            continue
-        if row.get("mode") == "train":
-            prefix = "metric/lifetime_ne/"
-            return {
-                "train_step": row.get("train_step"),
-                "seconds": row.get("seconds"),
-                "lifetime_ne": {
-                    k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)
-                },
-            }
-    return None
+    if not train:
+        return None
+    last, prefix = train[-1], "metric/lifetime_ne/"
+    return {
+        "train_step": last.get("train_step"),
+        "seconds": last.get("seconds"),
+        "lifetime_ne": {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)},
+    }
 
 
 def _error_of(log: str) -> str:
