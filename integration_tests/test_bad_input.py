@@ -29,6 +29,9 @@ SMOKE = "gin_configs/ml100k_smoke_cpu.gin"
             "RunSettings.autotune_max_configs=0",
             "RunSettings.autotune_max_configs must be an integer >= 1 or None, got 0",
         ),
+        ("RunSettings.allow_tf32=1", "RunSettings.allow_tf32 must be True or False, got 1"),
+        ("RunSettings.autotune_table=''", "RunSettings.autotune_table must be a path or None"),
+        ("RunSettings.autotune_record=3", "RunSettings.autotune_record must be a path or None"),
     ],
 )
 def test_bad_gin_values(tmp_path, ml100k_dir, binding, message):

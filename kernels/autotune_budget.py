@@ -13,14 +13,22 @@ large tiles both stay.  Nothing in the kernels changes; ``max_configs=None`` res
 Triton's on-disk autotuning cache keys on the configs benchmarked, so bounded and full tunings
 never read each other's results.
 
+Known configs: a bound trades speed for compile time only where the best config is unknown.
+:func:`record_choices` reads what full tunings chose (each autotuner's in-memory cache, keyed
+as Triton keys a call); given those as :class:`KnownConfigs`, the pruning step hands a call
+whose key was recorded exactly that one config, so it compiles one binary and benchmarks
+nothing, and the bound applies to the other calls.  A recorded config that the kernel no longer
+declares (or its own pruning drops) is ignored, never forced on it.
+
 Knows nothing of GR: callers pass the modules whose autotuners to bound.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 # Marks an autotuner this module has wrapped, holding its own early_config_prune.
 _ORIGINAL = "_ultra_hstu_original_early_config_prune"
@@ -65,20 +73,84 @@ def find_autotuners(modules: Iterable[ModuleType]) -> List[Tuple[str, Any]]:
     return found
 
 
-def _bounded_prune(original: Optional[Callable[..., list]], n: int) -> Callable[..., list]:
+# A tuning key as stored: Triton's key tuple (key arguments' values, then every tensor
+# argument's dtype), each element as str() gives it.
+TuningKey = Tuple[str, ...]
+
+
+def tuning_key(tuner: Any, named_args: Mapping[str, Any], kwargs: Mapping[str, Any]) -> TuningKey:
+    """The key ``Autotuner.run`` computes for a call, from what its pruning hook receives."""
+    args = {k: v for k, v in {**named_args, **kwargs}.items() if k in tuner.arg_names}
+    key = [args[k] for k in tuner.keys if k in args]
+    key += [a.dtype for a in args.values() if hasattr(a, "dtype")]
+    return tuple(str(x) for x in key)
+
+
+def config_dict(config: Any) -> Dict[str, Any]:
+    """A ``triton.Config`` as JSON-able data: its block sizes and launch options."""
+    return dict(config.all_kwargs())
+
+
+def record_choices(autotuners: Iterable[Tuple[str, Any]]) -> Dict[str, Dict[TuningKey, Dict]]:
+    """What each autotuner chose so far in this process: name -> tuning key -> config.
+    Only tunings that compared configs count (an autotuner with one config has no choice)."""
+    out: Dict[str, Dict[TuningKey, Dict]] = {}
+    for name, tuner in autotuners:
+        if len(tuner.configs) < 2:
+            continue
+        for key, config in tuner.cache.items():
+            out.setdefault(name, {})[tuple(str(x) for x in key)] = config_dict(config)
+    return out
+
+
+@dataclass
+class KnownConfigs:
+    """Configs an earlier full tuning chose (``choices``: name -> tuning key -> config), and
+    how often this process used them: ``used`` (a recorded key, its config declared) and
+    ``missed`` (no record for the key: the bound applies) per autotuner name."""
+
+    choices: Mapping[str, Mapping[TuningKey, Mapping[str, Any]]]
+    used: Counter = field(default_factory=Counter)
+    missed: Counter = field(default_factory=Counter)
+
+    def pick(self, name: str, key: TuningKey, configs: List[Any]) -> Optional[Any]:
+        want = self.choices.get(name, {}).get(key)
+        if want is not None:
+            for c in configs:
+                if config_dict(c) == dict(want):
+                    self.used[name] += 1
+                    return c
+        self.missed[name] += 1
+        return None
+
+
+def _bounded_prune(
+    original: Optional[Callable[..., list]],
+    n: Optional[int],
+    tuner: Any,
+    name: str,
+    known: Optional[KnownConfigs],
+) -> Callable[..., list]:
     def prune(configs: list, named_args: dict, **kwargs: Any) -> list:
         if original is not None:
             configs = original(configs, named_args, **kwargs)
-        return spread(list(configs), n)
+        if known is not None:
+            hit = known.pick(name, tuning_key(tuner, named_args, kwargs), list(configs))
+            if hit is not None:
+                return [hit]
+        return list(configs) if n is None else spread(list(configs), n)
 
     return prune
 
 
 def limit_configs(
-    autotuners: Iterable[Tuple[str, Any]], max_configs: Optional[int]
+    autotuners: Iterable[Tuple[str, Any]],
+    max_configs: Optional[int],
+    known: Optional[KnownConfigs] = None,
 ) -> List[BoundedKernel]:
     """Bound each autotuner to ``max_configs`` benchmarked configs (``None``: no bound, the
-    kernels' own pruning restored).  Idempotent: a second call replaces the first's bound."""
+    kernels' own pruning restored); calls whose key ``known`` recorded get that config alone.
+    Idempotent: a second call replaces the first's bound."""
     if max_configs is not None and (
         isinstance(max_configs, bool) or not isinstance(max_configs, int) or max_configs < 1
     ):
@@ -88,12 +160,14 @@ def limit_configs(
         if not hasattr(tuner, _ORIGINAL):
             setattr(tuner, _ORIGINAL, tuner.early_config_prune)
         original = getattr(tuner, _ORIGINAL)
-        if max_configs is None or len(tuner.configs) <= max_configs:
-            tuner.early_config_prune = original
-            kept = len(tuner.configs)
+        bounded = max_configs is not None and len(tuner.configs) > max_configs
+        if bounded or (known is not None and name in known.choices):
+            tuner.early_config_prune = _bounded_prune(
+                original, max_configs if bounded else None, tuner, name, known
+            )
         else:
-            tuner.early_config_prune = _bounded_prune(original, max_configs)
-            kept = max_configs
+            tuner.early_config_prune = original
+        kept = max_configs if bounded else len(tuner.configs)
         rows.append(BoundedKernel(name=name, configs=len(tuner.configs), kept=kept))
     return rows
 

@@ -59,6 +59,19 @@ class RunSettings:
     # ours (ultra_hstu_plugin/autotune.py): bounds the first step's compile time.  None: every
     # config, as GR does.
     autotune_max_configs: Optional[int] = 4
+    # Configs full tunings chose, per kernel and shape (ultra_hstu_plugin/autotune.py): a
+    # recorded shape compiles its one config, no search.  "auto": this GPU's committed table
+    # (ultra_hstu_plugin/tuned_configs/), None: none, or a path.  autotune_record: a path
+    # that this run's choices are merged into at its end (run it with autotune_max_configs =
+    # None so they are the full search's).
+    autotune_table: Optional[str] = "auto"
+    autotune_record: Optional[str] = None
+    # CUDA only: fp32 matmuls and attention products in TF32 (sets
+    # torch.backends.cuda.matmul.allow_tf32 and cudnn's; GR's Triton kernels and ours read
+    # the first).  False, PyTorch's and GR's research trainer's default (its enable_tf32):
+    # exact fp32.  An exact fp32 dot has no tensor-core path: ~Nx slower kernels and slower
+    # compiles on an H200 (benchmarks/results/tf32_sla_h200.md).
+    allow_tf32: bool = False
 
     def dataset_spec(self) -> Any:
         """The registry's spec for ``dataset``: the one place the name is looked up."""
@@ -106,6 +119,14 @@ class RunSettings:
             raise ValueError(
                 f"RunSettings.autotune_max_configs must be an integer >= 1 or None, got "
                 f"{self.autotune_max_configs!r}"
+            )
+        for name in ("autotune_table", "autotune_record"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"RunSettings.{name} must be a path or None, got {value!r}")
+        if not isinstance(self.allow_tf32, bool):
+            raise ValueError(
+                f"RunSettings.allow_tf32 must be True or False, got {self.allow_tf32!r}"
             )
         if self.sampler is not None and not isinstance(self.sampler, str):
             raise ValueError(

@@ -743,7 +743,8 @@ def _sla_bwd_dq_kernel(
 
 # The window is in the key: a windowed and a full-causal call at the same length have
 # very different work per row block and want different tiles.
-_TUNE_KEY = ["AUTOTUNE_N", "AUTOTUNE_W", "D", "DV"]
+# PRECISION too: an exact fp32 dot and a TF32 one want different tiles.
+_TUNE_KEY = ["AUTOTUNE_N", "AUTOTUNE_W", "D", "DV", "PRECISION"]
 
 
 def _cfg(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
@@ -836,6 +837,20 @@ def _bucket(n: int) -> int:
     return triton.next_power_of_2(max(n, 16))
 
 
+def dot_precision(q: torch.Tensor) -> str:
+    """``tl.dot``'s input precision for ``q``'s dtype, by GR's convention: fp32 products are
+    TF32 where ``torch.backends.cuda.matmul.allow_tf32`` is set (GR's Triton kernels pass that
+    flag as ``ALLOW_TF32``), else exact fp32 ("ieee"), which is what the parity tests compare
+    with the reference.  16-bit inputs ignore it (their products are exact in fp32 anyway).
+
+    Why it matters on the GPU: an "ieee" fp32 dot has no tensor-core path, so it runs on FMA
+    units and its tiles compile slowly (benchmarks/results/tf32_sla_h200.md)."""
+    if q.dtype != torch.float32:
+        return "tf32"
+    tf32 = q.is_cuda and torch.backends.cuda.matmul.allow_tf32 and not triton_interpreting()
+    return "tf32" if tf32 else "ieee"
+
+
 def _common_args(
     q: torch.Tensor,
     v: torch.Tensor,
@@ -868,8 +883,7 @@ def _common_args(
         "HISTORY_MODE": spec.target_mode == "history",
         # GR's contextual convention: contextual keys are reached through the window.
         "CTX_IN_WINDOW": spec.contextual_seq_len > 0 and not spec.contextual_in_prefix,
-        # fp32 inputs: exact fp32 products (no TF32) so the kernel matches the reference.
-        "PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
+        "PRECISION": dot_precision(q),
         # tanh.approx (PTX) for 16-bit inputs on NVIDIA: its ~2^-11 error is below bf16's.
         "FAST_MATH": q.dtype != torch.float32
         and not triton_interpreting()

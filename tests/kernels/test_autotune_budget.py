@@ -13,10 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ultra_hstu_plugin.kernels.autotune_budget import (
+    KnownConfigs,
+    config_dict,
     find_autotuners,
     limit_configs,
+    record_choices,
     spread,
     summary,
+    tuning_key,
 )
 
 CONFIGS = [triton.Config({"BLOCK": b}, num_warps=w) for b in (16, 32, 64, 128) for w in (2, 4, 8)]
@@ -124,3 +128,81 @@ def test_rebounding_replaces_and_none_restores():
 def test_bad_bound_is_an_error_naming_the_value(bad):
     with pytest.raises(ValueError, match="max_configs must be an integer >= 1 or None"):
         limit_configs(find_autotuners([_Module]), bad)
+
+
+# ---------------------------------------------------------------- known configs (tables)
+
+
+def _run_for_real(tuner, monkeypatch, x, n, timing):
+    """``tuner.run`` as Triton runs it (its own key, pruning and choice), with the benchmark
+    and the launch replaced: ``timing(config)`` is what each config would measure.  Returns
+    (configs benchmarked, config launched)."""
+    benched, launched = [], []
+
+    def bench(*args, config, **kwargs):
+        benched.append(config)
+        return [timing(config)]
+
+    def launch(*args, **kwargs):
+        launched.append({k: kwargs[k] for k in ("BLOCK", "num_warps")})
+
+    monkeypatch.setattr(tuner, "_bench", bench)
+    monkeypatch.setattr(tuner.fn, "run", launch)
+    tuner.run(x, n)
+    return benched, launched[0]
+
+
+def _favour(block, warps):
+    return lambda c: 1.0 if (c.kwargs["BLOCK"], c.num_warps) == (block, warps) else 2.0
+
+
+def test_a_recorded_choice_is_replayed_alone_under_tritons_own_key(monkeypatch):
+    import torch
+
+    tuner = dict(find_autotuners([_Module]))["fake_kernels.plain"]
+    x = torch.full((4,), float("nan"))
+    tuner.cache.clear()
+    limit_configs([("plain", tuner)], None)
+    benched, launched = _run_for_real(tuner, monkeypatch, x, 100, _favour(64, 4))
+    assert len(benched) == 12 and launched == {"BLOCK": 64, "num_warps": 4}
+    table = record_choices([("plain", tuner)])
+    (key,) = table["plain"]
+    assert key == ("100", "torch.float32")  # the key argument, then each tensor's dtype
+
+    # A new process: nothing tuned in memory, the table known, the bound at 2.
+    tuner.cache.clear()
+    known = KnownConfigs(table)
+    limit_configs([("plain", tuner)], 2, known)
+    benched, launched = _run_for_real(tuner, monkeypatch, x, 100, _favour(16, 2))
+    assert launched == {"BLOCK": 64, "num_warps": 4}  # the recorded choice, not re-searched
+    assert len(benched) <= 1  # one config: Triton >= 3.7 skips timing it, older ones time it
+    assert known.used == {"plain": 1} and not known.missed
+
+    # Another shape (another key): the bound applies, the table is not forced on it.
+    benched, launched = _run_for_real(tuner, monkeypatch, x.double(), 100, _favour(128, 8))
+    assert len(benched) == 2 and launched == {"BLOCK": 128, "num_warps": 8}
+    assert known.missed == {"plain": 1}
+
+
+def test_a_recorded_config_the_kernel_prunes_is_not_forced():
+    tuner = dict(find_autotuners([_Module]))["fake_kernels.pruned"]
+    # BLOCK=128 recorded for n=100, but the kernel's own pruning drops BLOCK > n for n=16.
+    want = config_dict(next(c for c in CONFIGS if c.kwargs["BLOCK"] == 128))
+    key_16 = tuning_key(tuner, {"x_ptr": None, "n": 16}, {})
+    known = KnownConfigs({"fake_kernels.pruned": {key_16: want}})
+    limit_configs([("fake_kernels.pruned", tuner)], None, known)
+    got = _tried(tuner, 16)
+    assert [c.kwargs["BLOCK"] for c in got] == [16, 16, 16]
+    assert known.missed == {"fake_kernels.pruned": 1}
+
+
+def test_tuning_key_matches_what_triton_stores(monkeypatch):
+    import torch
+
+    tuner = dict(find_autotuners([_Module]))["fake_kernels.plain"]
+    tuner.cache.clear()
+    limit_configs([("plain", tuner)], None)
+    x = torch.full((4,), float("nan"), dtype=torch.bfloat16)
+    _run_for_real(tuner, monkeypatch, x, 7, _favour(32, 8))
+    (stored,) = tuner.cache
+    assert tuple(str(k) for k in stored) == tuning_key(tuner, {"x_ptr": x, "n": 7}, {})

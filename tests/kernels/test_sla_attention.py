@@ -303,3 +303,18 @@ def test_malformed_offsets_never_read_outside_the_tensors():
     out = kernels.sla_attention_triton_fwd(q, k, v, down, 16, 0.4, spec)
     grads = kernels.sla_attention_triton_bwd(dout, q, k, v, down, 16, 0.4, spec)
     assert all(torch.isfinite(t).all() for t in (out, *grads))
+
+
+def test_fp32_dot_precision_follows_grs_tf32_flag_on_cuda_only(monkeypatch):
+    """GR's kernels pass torch.backends.cuda.matmul.allow_tf32 as ALLOW_TF32; ours do the same
+    on CUDA, and stay exact where the reference comparison runs (CPU, the interpreter)."""
+    from ultra_hstu_plugin.kernels.sla_attention.triton_kernels import dot_precision
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    assert dot_precision(torch.zeros(2, 1, 16)) == "ieee"
+    assert dot_precision(torch.zeros(2, 1, 16, dtype=torch.bfloat16)) == "tf32"
+    if torch.cuda.is_available():
+        q = torch.zeros(2, 1, 16, device="cuda")
+        assert dot_precision(q) == "tf32"
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+        assert dot_precision(q) == "ieee"

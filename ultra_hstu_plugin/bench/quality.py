@@ -183,6 +183,8 @@ class Preset:
     widths: Dict[str, int]
     datasets: Tuple[DatasetPlan, ...]
     bf16: bool
+    # RunSettings.allow_tf32 for every run of the preset (both families read the same flag).
+    allow_tf32: bool
     sizing: str  # the sizing choices, in words (recorded in the JSON and markdown)
 
 
@@ -230,6 +232,7 @@ PRESETS: Dict[str, Preset] = {
             ),
         ),
         bf16=False,
+        allow_tf32=False,
         sizing="toy sizes that run the whole flow on two CPU cores (the integration test); "
         "numbers mean nothing",
     ),
@@ -290,6 +293,9 @@ PRESETS: Dict[str, Preset] = {
         # run); fp32 on TRITON and bf16 on PYTORCH train, with or without the autotuning
         # bound (benchmarks/results/gr_hstu_nan_probe_h200.md).
         bf16=False,
+        # TF32 products for both families' fp32 (GR's kernels follow the same flag): exact fp32
+        # runs the attention on FMA units (results/tf32_sla_h200.md).
+        allow_tf32=True,
         sizing="one H200, ~35 min (more than one device call: pick --datasets / --seeds per "
         "call and merge with --report-only): 2 datasets x 10 configs x 3 seeds = 60 runs, 8 at a time "
         "(OMP threads = cores / 8 each); per run ~15-25 s of imports, data and model build, "
@@ -362,6 +368,7 @@ def gin_text(
         f'make_ultra_model.encoder = "{v.encoder}"',
         f"make_ultra_model.hstu_overrides = {json.dumps(overrides)}",
         f"make_ultra_model.bf16_training = {preset.bf16}",
+        f"RunSettings.allow_tf32 = {preset.allow_tf32}",
         "train_loop.num_epochs = 1000  # num_batches ends the run",
         f"train_loop.num_batches = {plan.steps}",
         "train_loop.metric_log_frequency = 1",

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from torch import multiprocessing as mp
 
 import ultra_hstu_plugin.gin  # noqa: F401 - registers configurables
 from ultra_hstu_plugin import config, run_logging
-from ultra_hstu_plugin.autotune import bound_autotuning
+from ultra_hstu_plugin.autotune import bound_autotuning, record_table, table_use
 from ultra_hstu_plugin.config import (
     MODES,
     ConfigSource,
@@ -134,7 +135,9 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
         model, hstu_config, tables = make_ultra_model(settings=settings)
         model.set_hammer_kernel(_hammer_kernel(settings.hammer_kernel, ctx.device))
         if ctx.device.type == "cuda":  # before the first launch; CPU runs tune nothing
-            bounded = bound_autotuning(settings.autotune_max_configs)
+            torch.backends.cuda.matmul.allow_tf32 = settings.allow_tf32
+            torch.backends.cudnn.allow_tf32 = settings.allow_tf32
+            bounded = bound_autotuning(settings.autotune_max_configs, settings.autotune_table)
             logger.info("Triton autotuning: %s", autotune_summary(bounded))
         if ctx.device.type == "cpu":
             # GR's autocast targets CUDA; on CPU keep float32 end to end.
@@ -256,6 +259,14 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             )
             summary["eval"] = _final_eval_metrics(metrics)
         metrics.close()
+        if ctx.device.type == "cuda":
+            summary["autotune"] = table_use()
+            logger.info(summary["autotune"])
+            if settings.autotune_record and ctx.rank == 0:
+                n = record_table(Path(settings.autotune_record), command=" ".join(sys.argv))
+                logger.info(
+                    "autotune choices merged into %s (%d entries)", settings.autotune_record, n
+                )
         if ctx.rank == 0:
             path = out / metrics_file_name(settings.mode)
             path.write_text(json.dumps(summary, indent=2, sort_keys=True))
