@@ -9,7 +9,11 @@ Triton attention only (no fbgemm / torchrec).  Each row goes to OUT/autotune_bou
 as it is measured; a markdown table is printed last.
 
     python benchmarks/autotune_bound_cost.py --out DIR [--batch 32 --length 4096 --heads 2
-        --dim 64 --dtype float32 --k1 64 --k2 64 --bounds 1,4,none]
+        --dim 64 --dtype float32 --k1 64 --k2 64 --bounds 1,4,none --tf32 off,on
+        --impls ours_sla,gr_full_causal]
+
+``--tf32 off,on`` repeats every row with ``torch.backends.cuda.matmul.allow_tf32`` off (exact
+fp32 products) and on (TF32): both kernels read that flag (fp32 inputs only).
 
 ``--smoke`` runs toy sizes (on CPU with ``TRITON_INTERPRET=1``) to test the script itself.
 """
@@ -46,6 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--k2", type=int, default=64)
     p.add_argument("--bounds", default="1,4,none", help="comma list; none = every config")
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--tf32", default="off", help="comma list of off/on: allow_tf32 per pass")
+    p.add_argument("--impls", default="ours_sla,gr_full_causal", help="comma list")
     p.add_argument("--smoke", action="store_true", help="toy sizes, to test the script")
     args = p.parse_args(argv)
     if args.smoke:
@@ -98,8 +104,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         "k2": args.k2,
         "command": "python benchmarks/autotune_bound_cost.py " + " ".join(argv or sys.argv[1:]),
     }
+    unknown = set(args.impls.split(",")) - set(impls)
+    if unknown or set(args.tf32.split(",")) - {"off", "on"}:
+        p.error(f"--impls from {sorted(impls)} (unknown: {sorted(unknown)}); --tf32 from off,on")
+    passes = [
+        (tf32, name, *impls[name])
+        for tf32 in [t == "on" for t in args.tf32.split(",")]
+        for name in args.impls.split(",")
+    ]
     rows = []
-    for name, (module, forward) in impls.items():
+    for tf32, name, module, forward in passes:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         tuners = find_autotuners([module])
         for bound in [_bound(b) for b in args.bounds.split(",")]:
             kept = limit_configs(tuners, bound)
@@ -113,6 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             row = {
                 **meta,
                 "impl": name,
+                "allow_tf32": tf32,
                 "max_configs": bound,
                 "configs_kept": sum(r.kept for r in kept),
                 "configs_declared": sum(r.configs for r in kept),
@@ -126,22 +142,28 @@ def main(argv: Optional[List[str]] = None) -> int:
             rows.append(row)
             sink.write(json.dumps(row) + "\n")
             sink.flush()
-            print(f"{name} bound={bound}: {row.get('fwd_bwd_ms', row.get('error'))} ms")
+            print(f"{name} tf32={tf32} bound={bound}: {row.get('fwd_bwd_ms', row.get('error'))} ms")
         limit_configs(tuners, None)
     print(
         f"\n{meta['device']}, B={B} L={L} H={H} D={D} {args.dtype}, SLA k1={args.k1} k2={args.k2}"
     )
     print(
-        "| kernel | max configs | configs kept / declared | warm-up s | fwd+bwd ms | vs unbounded |"
+        "| kernel | allow_tf32 | max configs | configs kept / declared | warm-up s | fwd+bwd ms "
+        "| vs unbounded |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        ref = [x for x in rows if x["impl"] == r["impl"] and x["max_configs"] is None]
+        ref = [
+            x
+            for x in rows
+            if (x["impl"], x["allow_tf32"], x["max_configs"]) == (r["impl"], r["allow_tf32"], None)
+        ]
         ok = ref and "fwd_bwd_ms" in r and "fwd_bwd_ms" in ref[0]
         ratio = f"{r['fwd_bwd_ms'] / ref[0]['fwd_bwd_ms']:.2f}x" if ok else "-"
         print(
-            f"| {r['impl']} | {r['max_configs']} | {r['configs_kept']} / {r['configs_declared']} "
-            f"| {r.get('warmup_s', '-')} | {r.get('fwd_bwd_ms', r.get('error'))} | {ratio} |"
+            f"| {r['impl']} | {r['allow_tf32']} | {r['max_configs']} | {r['configs_kept']} / "
+            f"{r['configs_declared']} | {r.get('warmup_s', '-')} | "
+            f"{r.get('fwd_bwd_ms', r.get('error'))} | {ratio} |"
         )
     return 0
 
