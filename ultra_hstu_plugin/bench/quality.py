@@ -301,10 +301,9 @@ PRESETS: Dict[str, Preset] = {
         "(OMP threads = cores / 8 each); per run ~15-25 s of imports, data and model build, "
         "the first step's autotuning (cached on disk after the first seed: runs go seed by "
         "seed), 1000 (synthetic) / 300 (ML-100k) steps of batch 32 and the full eval split.  "
-        "At 32eb1d9 (bf16, bound 4, 8 runs at a time) a synthetic run made ~4.3 steps/s, "
-        "likely bound by GR's row conversion (~9 ms a row at L=4096 on one CPU thread); "
-        "rows are now converted by "
-        "data/fast_rows.py (0.18 ms a row after the first epoch, results/row_conversion_cpu.md), not yet re-measured on the GPU. "
+        "Measured at 9293304 (fp32 with TF32, bound 4, rows by data/fast_rows.py): a synthetic "
+        "run makes 4.4-5.0 steps/s 12 at a time (4 configs x 3 seeds in 471 s), 4.9-7.1 "
+        "8 at a time, 10.6-13.7 alone (results/quality_h200_tf32/NOTES.md). "
         "Keep the autotuning bound at 4: at 1 the grid timed out "
         "(results/quality_h200_bound1_attempt.md).  Synthetic: 4000 users (75/25), "
         "history L=4096 (one DataLoader worker a run converts the rows), 40 items in 4 clusters, 32 early signal events (early_signal='propensity': their like count), k1=64 (the window "
@@ -763,6 +762,9 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, A
         for a in d.values():
             ok = a["ok"]
             a["seeds"] = [r["seed"] for r in ok]
+            # runs sharing the GPU (and its host's cores) run slower: wall times are compared
+            # only between configs measured at the same --parallel
+            a["parallel"] = sorted({r.get("parallel") for r in ok}, key=str)
             a["n_failed"] = len(a["failed"])
             a["errors"] = sorted({f"{r['status']}: {r.get('error', '')}" for r in a["failed"]})
             stats: Dict[str, Any] = {}
@@ -847,7 +849,12 @@ def summarize(agg: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
             h_wall = h["stats"]["train_wall_seconds"][0]
             for u in ultras:
                 u_ne, u_std = _primary(u["stats"])
-                ratio = u["stats"]["train_wall_seconds"][0] / h_wall if h_wall else None
+                same_sharing = len(u["parallel"]) == 1 and u["parallel"] == h["parallel"]
+                ratio = (
+                    u["stats"]["train_wall_seconds"][0] / h_wall
+                    if h_wall and same_sharing
+                    else None
+                )
                 ne_ok = u_ne <= h_ne + h_std
                 pairs.append(
                     {
@@ -858,6 +865,7 @@ def summarize(agg: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
                         "ne_ultra": u_ne,
                         "std_ultra": u_std,
                         "wall_ratio": ratio,
+                        "parallel": [h["parallel"], u["parallel"]],
                         "ne_ok": ne_ok,
                         "met": bool(ne_ok and ratio is not None and ratio <= TARGET_WALL_RATIO),
                     }
@@ -918,6 +926,10 @@ def render(rows: List[Dict[str, Any]], meta: Dict[str, Any], out: Path) -> Dict[
         f"preset: {meta.get('preset')}; command: `{meta.get('command')}`",
         "",
         f"sizing: {meta.get('sizing')}",
+        *(
+            f"- merged from: `{m['command']}` (commit {m['commit']}, --parallel {m['parallel']})"
+            for m in meta.get("merged_from", [])
+        ),
         "",
         f"seeds {meta.get('seeds')}, --parallel {meta.get('parallel')}; mean ± std over the "
         "seeds that finished.  NE / GAUC: GR's lifetime metrics over the eval split; AUC: "
@@ -1015,6 +1027,9 @@ def render(rows: List[Dict[str, Any]], meta: Dict[str, Any], out: Path) -> Dict[
             ]
             for p in t1["pairs"]:
                 ratio = "-" if p["wall_ratio"] is None else f"{p['wall_ratio']:.2f}"
+                hp, up = p.get("parallel", [[], []])
+                if p["wall_ratio"] is None and hp != up:
+                    ratio = f"- (--parallel {hp} vs {up})"
                 md.append(
                     f"| `{p['ultra']}` | `{p['hstu']}` | {p['ne_ultra'] - p['ne_hstu']:+.4f} "
                     f"| {p['std_hstu']:.4f} | {ratio} | {'yes' if p['met'] else 'no'} |"
@@ -1264,9 +1279,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             "report_commit": git_commit(),
             "report_only": [str(p) for p in args.report_only],
         }
-        old = args.report_only[0].with_suffix(".json")
-        if old.exists():  # the measuring run's device, commit and command
-            meta = {**meta, **json.loads(old.read_text()).get("meta", {})}
+        # the measuring runs' device, commit and command: the first file's meta, and each
+        # file's command, commit and --parallel where its quality.json sits beside it
+        merged = []
+        for path in args.report_only:
+            old = path.with_suffix(".json")
+            if old.exists():
+                m = json.loads(old.read_text()).get("meta", {})
+                if not merged:
+                    meta = {**meta, **m}
+                merged.append({k: m.get(k) for k in ("command", "commit", "parallel", "seeds")})
+        if len(args.report_only) > 1:
+            meta["merged_from"] = merged
         summary = render(rows, meta, args.out)
         doc = {"meta": meta, "rows": rows, "summary": summary}
         (args.out / "quality.json").write_text(json.dumps(doc, indent=1))
