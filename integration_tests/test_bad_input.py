@@ -32,6 +32,7 @@ SMOKE = "gin_configs/ml100k_smoke_cpu.gin"
         ("RunSettings.allow_tf32=1", "RunSettings.allow_tf32 must be True or False, got 1"),
         ("RunSettings.autotune_table=''", "RunSettings.autotune_table must be a path or None"),
         ("RunSettings.autotune_record=3", "RunSettings.autotune_record must be a path or None"),
+        ("RunSettings.profile_steps=(5, 0)", "RunSettings.profile_steps must be (start, count)"),
     ],
 )
 def test_bad_gin_values(tmp_path, ml100k_dir, binding, message):

@@ -66,6 +66,9 @@ class RunSettings:
     # None so they are the full search's).
     autotune_table: Optional[str] = "auto"
     autotune_record: Optional[str] = None
+    # (start, count): profile training steps start .. start+count-1 inside GR's loop and write
+    # step_profile.{txt,json} + a Chrome trace to output_dir (train/step_profile.py).
+    profile_steps: Optional[Tuple[int, int]] = None
     # CUDA only: fp32 matmuls and attention products in TF32 (sets
     # torch.backends.cuda.matmul.allow_tf32 and cudnn's; GR's Triton kernels and ours read
     # the first).  False, PyTorch's and GR's research trainer's default (its enable_tf32):
@@ -124,6 +127,9 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"RunSettings.{name} must be a path or None, got {value!r}")
+        from ultra_hstu_plugin.train.step_profile import validate_profile_steps
+
+        validate_profile_steps(self.profile_steps)
         if not isinstance(self.allow_tf32, bool):
             raise ValueError(
                 f"RunSettings.allow_tf32 must be True or False, got {self.allow_tf32!r}"

@@ -80,6 +80,7 @@ from ultra_hstu_plugin.train.sharding import (
     shard_model_and_make_optimizer,
 )
 from ultra_hstu_plugin.train.spawn import spawned_worker
+from ultra_hstu_plugin.train.step_profile import ProfiledLoader
 
 logger = logging.getLogger(__name__)
 __all__ = ["MODES", "RunRequest", "preflight", "run"]
@@ -185,6 +186,9 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
                 hstu_config.uih_post_id_feature_name,
                 metrics,
             )
+        if settings.profile_steps is not None and ctx.rank == 0:
+            start, count = settings.profile_steps
+            train_dl = ProfiledLoader(train_dl, start, count, out, ctx.device.type)
         if settings.load_checkpoint:
             load_dmp_checkpoint(
                 model=model,
