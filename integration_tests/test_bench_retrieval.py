@@ -171,6 +171,11 @@ def test_patience_without_validation_is_an_error(beauty_dir, tmp_path):
         _config(beauty_dir, tmp_path, "ultra_hstu.RetrievalRun.early_stopping_metric = 'auc'")
 
 
+def test_a_bad_autotuning_bound_is_an_error_naming_it(beauty_dir, tmp_path):
+    with pytest.raises(ValueError, match="RetrievalRun.autotune_max_configs must be an integer"):
+        _config(beauty_dir, tmp_path, "ultra_hstu.RetrievalRun.autotune_max_configs = 0")
+
+
 def test_cpu_smoke_bench_end_to_end(beauty_dir, tmp_path):
     out = tmp_path / "bench"
     r = run_cli(

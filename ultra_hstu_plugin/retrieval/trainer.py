@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ import gin
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ultra_hstu_plugin.autotune import bound_autotuning, record_table, table_use
 from ultra_hstu_plugin.host import (
     BCELoss,
     InBatchNegativesSampler,
@@ -80,6 +82,7 @@ from ultra_hstu_plugin.host import (
     trainer_get_reco_dataset,
     trainer_get_sequential_encoder,
 )
+from ultra_hstu_plugin.kernels.autotune_budget import summary as autotune_summary
 from ultra_hstu_plugin.retrieval.candidates import for_small_corpora
 from ultra_hstu_plugin.train.distributed import cleanup, free_port, init_distributed
 
@@ -102,6 +105,11 @@ class RetrievalRun:
     early_stopping_patience: int = 0  # epochs without a better validation metric; 0: off
     early_stopping_metric: str = "ndcg@10"  # one of REPORTED
     max_train_seconds: float = 0.0  # wall-time cap of the run (train + evals); 0: none
+    # Triton autotuning on CUDA, as RunSettings' fields of the ranking path
+    # (ultra_hstu_plugin/autotune.py): the bound, the known-config table, a table to record.
+    autotune_max_configs: Optional[int] = 4
+    autotune_table: Optional[str] = "auto"
+    autotune_record: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.early_stopping_metric not in REPORTED:
@@ -112,6 +120,15 @@ class RetrievalRun:
         if self.early_stopping_patience < 0 or self.max_train_seconds < 0:
             raise ValueError(
                 "ultra_hstu.RetrievalRun.early_stopping_patience and max_train_seconds must be >= 0"
+            )
+        if self.autotune_max_configs is not None and (
+            isinstance(self.autotune_max_configs, bool)
+            or not isinstance(self.autotune_max_configs, int)
+            or self.autotune_max_configs < 1
+        ):
+            raise ValueError(
+                "ultra_hstu.RetrievalRun.autotune_max_configs must be an integer >= 1 or None, "
+                f"got {self.autotune_max_configs!r}"
             )
         if self.early_stopping_patience and not self.validation:
             raise ValueError(
@@ -321,6 +338,9 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = p["enable_tf32"]
         torch.backends.cudnn.allow_tf32 = p["enable_tf32"]
+        # after the TF32 flag: a table is used only for the setting it was recorded with
+        bounded = bound_autotuning(settings.autotune_max_configs, settings.autotune_table)
+        logger.info("Triton autotuning: %s", autotune_summary(bounded))
     dataset = trainer_get_reco_dataset()(
         dataset_name=p["dataset_name"],
         max_sequence_length=p["max_sequence_length"],
@@ -559,6 +579,10 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
         "eval": test_point or (history[-1] if history else {}),
         "output_dir": str(out),
     }
+    if device.type == "cuda":
+        summary["autotune"] = table_use()
+        if settings.autotune_record and rank0:
+            record_table(Path(settings.autotune_record), command=" ".join(sys.argv))
     if val_loader is not None:
         summary.update(
             validation=best_point or {},
