@@ -81,8 +81,9 @@ def _cuda_context() -> Tuple[str, bool]:
     return torch.cuda.get_device_name(), bool(torch.backends.cuda.matmul.allow_tf32)
 
 
-def _section(data: Dict[str, Any], allow_tf32: bool) -> Dict[str, Any]:
-    return data.get("allow_tf32" if allow_tf32 else "exact_fp32", {})
+def _section_name(allow_tf32: bool) -> str:
+    """A table keeps TF32 and exact-fp32 choices apart: GR's kernels do not key on the flag."""
+    return "allow_tf32" if allow_tf32 else "exact_fp32"
 
 
 def load_table(
@@ -98,7 +99,7 @@ def load_table(
         raise ValueError(f"autotune table {path} cannot be read: {e}") from None
     if data["device"] != device_name:
         return None, f"autotune table {path} is for {data['device']}, not {device_name}: not used"
-    kernels = _section(data, allow_tf32)
+    kernels = data.get(_section_name(allow_tf32), {})
     if not kernels:
         return None, f"autotune table {path} has no entries with allow_tf32={allow_tf32}"
     choices = {
@@ -115,7 +116,7 @@ def _resolve_table(table: Optional[str], device_name: str) -> Optional[Path]:
         path = table_path_for(device_name)
         return path if path.exists() else None
     if not Path(table).exists():
-        raise ValueError(f"RunSettings.autotune_table: no file {table!r}")
+        raise ValueError(f"autotune_table: no file {table!r}")
     return Path(table)
 
 
@@ -168,8 +169,7 @@ def record_table(path: Path, command: str = "") -> int:
         data = json.loads(path.read_text())
         if data.get("device") != device_name:
             raise ValueError(f"{path} holds configs for {data.get('device')}, not {device_name}")
-    section = "allow_tf32" if allow_tf32 else "exact_fp32"
-    kernels = data.setdefault(section, {})
+    kernels = data.setdefault(_section_name(allow_tf32), {})
     for name, rows in record_choices(find_autotuners(kernel_modules())).items():
         merged = {tuple(r["key"]): r["config"] for r in kernels.get(name, [])}
         merged.update(rows)
