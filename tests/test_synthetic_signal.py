@@ -146,3 +146,24 @@ def test_propensity_signal_lives_in_the_early_events_only():
 def test_unknown_early_signal_is_an_error_naming_it():
     with pytest.raises(ValueError, match="early_signal.*'bogus'"):
         SyntheticConfig(early_signal="bogus").validate()
+
+
+def test_signal_offset_moves_the_early_events_and_only_them():
+    base = dict(num_users=500, min_len=300, max_len=300, early_signal="propensity")
+    a0 = synthetic.synthetic_arrays(SyntheticConfig(**base))
+    a = synthetic.synthetic_arrays(SyntheticConfig(**base, signal_offset=100))
+    s = a["role"].shape[1]
+    early_cols = np.nonzero((a["role"] == EARLY).all(axis=0))[0]
+    assert early_cols.tolist() == list(range(100, 132)) and s > 132
+    assert (a0["role"][:, :32] == EARLY).all()  # the default: the very start of the history
+    assert (a["role"][:, :100] == NOISE).all()  # what a global prefix would see: noise only
+    # the signal is still there, now at the offset: the early like rate tells the halves apart
+    liked = a["ratings"] >= 4
+    rate = (liked & (a["role"] == EARLY)).sum(axis=1) / 32
+    assert rate[a["early"] == 1].mean() > 0.8 and rate[a["early"] == 0].mean() < 0.2
+
+
+@pytest.mark.parametrize("offset", [-1, 300, True])
+def test_a_signal_offset_that_does_not_fit_is_an_error_naming_it(offset):
+    with pytest.raises(ValueError, match="signal_offset"):
+        SyntheticConfig(min_len=300, max_len=300, signal_offset=offset).validate()

@@ -3,7 +3,7 @@
 
     ultra-hstu bench quality --preset gpu|cpu-smoke --out DIR [--ml100k-data DIR]
         [--parallel N] [--time-budget S] [--run-timeout S] [--seeds 0,1,2]
-        [--datasets synthetic,ml100k] [--configs NAME,...] [--runs DIR] [--data-cache DIR]
+        [--datasets synthetic,synthetic_mid,ml100k] [--configs NAME,...] [--runs DIR] [--data-cache DIR]
     ultra-hstu bench quality --report-only DIR/quality.jsonl [...] --out DIR
 
 Every run is one ``ultra-hstu train`` (our launcher: GR's ``train_loop`` / ``eval_loop``,
@@ -47,6 +47,7 @@ sharing a GPU (``--parallel > 1``) include the contention; the rows record ``par
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -152,7 +153,7 @@ ABLATION_CHAIN = ("abl_sla_window", "abl_sla_prefix", "abl_sla_prefix_trunc", "u
 class DatasetPlan:
     """A dataset of a preset: its data, training length and SLA / truncation sizes."""
 
-    name: str  # "synthetic" / "ml100k"
+    name: str  # "synthetic", "synthetic_mid", "ml100k"
     dataset: str  # RunSettings.dataset
     batch_size: int
     steps: int
@@ -275,6 +276,30 @@ PRESETS: Dict[str, Preset] = {
                 },
                 loader_workers=1,
             ),
+            # The same set with its far-back signal mid-history (events 2048-2079): outside
+            # both the K2 = 64 prefix and the K1 = 64 window, so only full attention can
+            # reach it.  The counter-test to the prefix's win above
+            # (results/quality_h200_tf32/NOTES.md, its caveat).
+            DatasetPlan(
+                name="synthetic_mid",
+                dataset="synthetic-long",
+                batch_size=32,
+                steps=1000,
+                eval_batches=None,
+                k1=64,
+                k2=64,
+                truncated_len=256,
+                sizes=(2,),
+                ablations=(),
+                synthetic={
+                    "num_users": 4000,
+                    "min_len": 4106,
+                    "max_len": 4106,
+                    "early_signal": "propensity",
+                    "signal_offset": 2048,
+                },
+                loader_workers=1,
+            ),
             DatasetPlan(
                 name="ml100k",
                 dataset="movielens-100k",
@@ -297,7 +322,8 @@ PRESETS: Dict[str, Preset] = {
         # runs the attention on FMA units (results/tf32_sla_h200.md).
         allow_tf32=True,
         sizing="one H200, ~35 min (more than one device call: pick --datasets / --seeds per "
-        "call and merge with --report-only): 2 datasets x 10 configs x 3 seeds = 60 runs, 8 at a time "
+        "call and merge with --report-only): 2 datasets x 10 configs x 3 seeds = 60 runs, plus "
+        "hstu_d2 / ultra_d2 x 3 seeds on synthetic_mid (the signal mid-history), 8 at a time "
         "(OMP threads = cores / 8 each); per run ~15-25 s of imports, data and model build, "
         "the first step's autotuning (cached on disk after the first seed: runs go seed by "
         "seed), 1000 (synthetic) / 300 (ML-100k) steps of batch 32 and the full eval split.  "
@@ -1134,7 +1160,12 @@ def prepare_data(plan: DatasetPlan, args: argparse.Namespace) -> Path:
 
         cfg = SyntheticConfig(**plan.synthetic)
         stamped = {**asdict(cfg), "generator_version": GENERATOR_VERSION}
-        folder = args.data_cache / f"synthetic_{cfg.num_users}u_{cfg.min_len}-{cfg.max_len}"
+        # the config's hash in the name: two plans of one size (say, another signal_offset)
+        # must not share, and regenerate, one folder while runs read it
+        digest = hashlib.sha256(json.dumps(stamped, sort_keys=True).encode()).hexdigest()[:8]
+        folder = (
+            args.data_cache / f"synthetic_{cfg.num_users}u_{cfg.min_len}-{cfg.max_len}_{digest}"
+        )
         stamp = folder / "config.json"
         if (
             not (folder / OUTPUT_NAME).exists()
@@ -1229,7 +1260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None, help="seconds for all runs")
     p.add_argument("--run-timeout", type=float, default=None, help="seconds per run")
     p.add_argument("--seeds", type=str, default=None, help="e.g. 0,1,2 (default: the preset's)")
-    p.add_argument("--datasets", type=str, default=None, help="subset: synthetic,ml100k")
+    p.add_argument(
+        "--datasets", type=str, default=None, help="subset: synthetic,synthetic_mid,ml100k"
+    )
     p.add_argument(
         "--configs",
         type=str,

@@ -8,7 +8,8 @@ so the signal is learnable in a few hundred steps.  Every user has two tastes, a
 cluster and a different *recent* one:
 
 * the first ``signal_events`` history events (the start of the history, far back once the
-  history is long) are items of the early cluster, liked with probability ``p_early``;
+  history is long; from position ``signal_offset`` on where it is set) are items of the early
+  cluster, liked with probability ``p_early``;
 * the last ``recent_events`` history events are items of the recent cluster, liked with
   probability ``p_recent``;
 * every other history event is *noise*: a uniformly drawn item whose label is drawn at the
@@ -91,6 +92,11 @@ class SyntheticConfig:
     # taste cluster (a candidate's label needs matching it against the early items), or
     # "propensity", how much the user likes things at all (a count of liked early events).
     early_signal: str = "cluster"
+    # Where the early signal events start, in history positions (0: the very start, where a
+    # global prefix of K2 >= signal_events + contextual tokens covers them).  A mid-history
+    # offset puts them beyond both the prefix and the window: only full attention (or a
+    # longer prefix / window) can reach them.
+    signal_offset: int = 0
 
     def validate(self) -> None:
         if not (0 < self.num_users < MAX_USERS and 0 < self.num_items < MAX_ITEMS):
@@ -105,11 +111,16 @@ class SyntheticConfig:
                 "signal_events and num_candidates must be >= 1 and recent_events >= 0, got "
                 f"{self.signal_events}, {self.num_candidates}, {self.recent_events}"
             )
-        needed = self.signal_events + self.recent_events + self.num_candidates + 1
-        if self.min_len < needed:
+        if isinstance(self.signal_offset, bool) or not isinstance(self.signal_offset, int):
+            raise ValueError(f"signal_offset must be an int >= 0, got {self.signal_offset!r}")
+        needed = (
+            self.signal_offset + self.signal_events + self.recent_events + self.num_candidates + 1
+        )
+        if self.signal_offset < 0 or self.min_len < needed:
             raise ValueError(
-                f"min_len={self.min_len} is too short: need at least {needed} events "
-                "(early signal + recent signal + candidates + 1 noise event)"
+                f"min_len={self.min_len} is too short for signal_offset={self.signal_offset}: "
+                f"need at least {needed} events (offset + early signal + recent signal + "
+                "candidates + 1 noise event)"
             )
         if self.max_len < self.min_len:
             raise ValueError(f"max_len={self.max_len} is below min_len={self.min_len}")
@@ -148,7 +159,8 @@ def synthetic_arrays(cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
     pos = np.arange(W)[None, :]
     hist_end = (lengths - c)[:, None]
     role = np.full((U, W), NOISE, dtype=np.int64)
-    role[np.broadcast_to(pos < s, (U, W))] = EARLY
+    o = cfg.signal_offset
+    role[np.broadcast_to((pos >= o) & (pos < o + s), (U, W))] = EARLY
     role[(pos >= hist_end - r) & (pos < hist_end)] = RECENT
     role[pos >= hist_end] = CANDIDATE
     role[pos >= lengths[:, None]] = PAD
