@@ -122,3 +122,20 @@ def test_missing_named_table_is_an_error_and_auto_without_a_file_is_fine(monkeyp
 def test_table_file_names_follow_the_device_name():
     assert autotune.table_path_for("NVIDIA H200").name == "NVIDIA_H200.json"
     assert autotune.table_path_for("NVIDIA H100 80GB HBM3").name == "NVIDIA_H100_80GB_HBM3.json"
+
+
+def test_benchmarks_ignore_a_table_on_cpu_and_refuse_to_record_there():
+    import argparse
+    from pathlib import Path
+
+    from ultra_hstu_plugin.bench.common import add_autotune_option, apply_autotune_option
+
+    p = argparse.ArgumentParser()
+    add_autotune_option(p)
+    notes: list = []
+    apply_autotune_option(p.parse_args(["--autotune-table", "auto"]), notes, "cpu")
+    assert notes == ["--autotune-table auto ignored: tables are for CUDA devices"]
+    args = p.parse_args(["--autotune-record", "t.json"])
+    assert args.autotune_record == Path("t.json")
+    with pytest.raises(SystemExit, match="--autotune-record needs a CUDA device"):
+        apply_autotune_option(args, [], "cpu")

@@ -98,18 +98,51 @@ def add_autotune_option(parser: argparse.ArgumentParser) -> None:
         "ours): a shorter first call, perhaps a slower tile (default: all configs)",
     )
 
+    parser.add_argument(
+        "--autotune-table",
+        default=None,
+        metavar="auto|PATH",
+        help="known-config table (ultra_hstu_plugin/autotune.py): a recorded shape compiles its "
+        "one config, so its warm-up is compiles only; 'auto': this GPU's committed table "
+        "(default: none, every shape searched)",
+    )
+    parser.add_argument(
+        "--autotune-record",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="merge this run's autotuning choices into PATH at its end (CUDA)",
+    )
 
-def apply_autotune_option(args: argparse.Namespace, notes: list) -> None:
-    """Bound the kernels per ``--autotune-max-configs`` before any is launched; the run's
-    notes say so, since every time measured depends on it."""
-    if args.autotune_max_configs is None:
+
+def apply_autotune_option(args: argparse.Namespace, notes: list, device: str) -> None:
+    """Bound the kernels per ``--autotune-max-configs`` and load ``--autotune-table`` before
+    any is launched; the run's notes say so, since every time measured depends on it."""
+    table = args.autotune_table
+    if table is not None and device != "cuda":
+        notes.append(f"--autotune-table {table} ignored: tables are for CUDA devices")
+        table = None
+    if args.autotune_record is not None and device != "cuda":
+        raise SystemExit("--autotune-record needs a CUDA device")
+    if args.autotune_max_configs is None and table is None:
         return
     from ultra_hstu_plugin.autotune import bound_autotuning
     from ultra_hstu_plugin.kernels.autotune_budget import summary
 
-    notes.append(
-        f"Triton autotuning bounded: {summary(bound_autotuning(args.autotune_max_configs))}"
-    )
+    rows = bound_autotuning(args.autotune_max_configs, table)
+    notes.append(f"Triton autotuning: {summary(rows)}; table: {table}")
+
+
+def finish_autotune_option(args: argparse.Namespace) -> None:
+    """At a benchmark's end: how many tunings the table served, and ``--autotune-record``."""
+    if args.autotune_table is None and args.autotune_record is None:
+        return
+    from ultra_hstu_plugin.autotune import record_table, table_use
+
+    print(table_use())
+    if args.autotune_record is not None:
+        n = record_table(args.autotune_record, command=" ".join(sys.argv))
+        print(f"autotune choices merged into {args.autotune_record} ({n} entries)")
 
 
 def time_step(step: Callable[[], Any], device: str, reps: int) -> Dict[str, Any]:

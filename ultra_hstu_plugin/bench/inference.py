@@ -1218,10 +1218,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if message:
         print(message, file=sys.stderr)
         notes.append(message)
-    from ultra_hstu_plugin.bench.common import apply_autotune_option, ensure_kernels_importable
+    from ultra_hstu_plugin.bench.common import (
+        apply_autotune_option,
+        ensure_kernels_importable,
+        finish_autotune_option,
+    )
 
     ensure_kernels_importable()
-    apply_autotune_option(args, notes)
+    apply_autotune_option(args, notes, device)
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
@@ -1232,6 +1236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = run_grid(args, argv, device, notes)
     finally:
         torch.set_num_threads(threads)
+    finish_autotune_option(args)
     print(render(rows, args.out, stem, args.target_length, args.target_candidates))
     return 0
 
