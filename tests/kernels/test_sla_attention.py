@@ -305,16 +305,23 @@ def test_malformed_offsets_never_read_outside_the_tensors():
     assert all(torch.isfinite(t).all() for t in (out, *grads))
 
 
-def test_fp32_dot_precision_follows_grs_tf32_flag_on_cuda_only(monkeypatch):
+def test_fp32_dot_precision_follows_grs_tf32_flag_on_cuda_only():
     """GR's kernels pass torch.backends.cuda.matmul.allow_tf32 as ALLOW_TF32; ours do the same
     on CUDA, and stay exact where the reference comparison runs (CPU, the interpreter)."""
     from ultra_hstu_plugin.kernels.sla_attention.triton_kernels import dot_precision
 
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    assert dot_precision(torch.zeros(2, 1, 16)) == "ieee"
-    assert dot_precision(torch.zeros(2, 1, 16, dtype=torch.bfloat16)) == "tf32"
-    if torch.cuda.is_available():
-        q = torch.zeros(2, 1, 16, device="cuda")
-        assert dot_precision(q) == "tf32"
-        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-        assert dot_precision(q) == "ieee"
+    # set and restored by hand: the flag is a property of torch's cuBLAS module object, which
+    # pytest's monkeypatch cannot always read back (it then tries to delete it)
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = True
+        assert dot_precision(torch.zeros(2, 1, 16)) == "ieee"
+        assert dot_precision(torch.zeros(2, 1, 16, dtype=torch.bfloat16)) == "tf32"
+        if torch.cuda.is_available():
+            q = torch.zeros(2, 1, 16, device="cuda")
+            assert dot_precision(q) == "tf32"
+            matmul.allow_tf32 = False
+            assert dot_precision(q) == "ieee"
+    finally:
+        matmul.allow_tf32 = saved
