@@ -127,9 +127,7 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"RunSettings.{name} must be a path or None, got {value!r}")
-        from ultra_hstu_plugin.train.step_profile import validate_profile_steps
-
-        validate_profile_steps(self.profile_steps)
+        _check_profile_steps(self.profile_steps)
         if not isinstance(self.allow_tf32, bool):
             raise ValueError(
                 f"RunSettings.allow_tf32 must be True or False, got {self.allow_tf32!r}"
@@ -139,6 +137,25 @@ class RunSettings:
                 f"RunSettings.sampler must be a sampler's registry name or None, got "
                 f"{self.sampler!r}"
             )
+
+
+def _check_profile_steps(value: Any) -> None:
+    """``(start, count)`` with ``start >= 0`` and ``1 <= count <= 100`` (a trace of more steps
+    is large), or None."""
+    if value is None:
+        return
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and value[0] >= 0
+        and 1 <= value[1] <= 100
+    )
+    if not ok:
+        raise ValueError(
+            "RunSettings.profile_steps must be (start, count) with start >= 0 and "
+            f"1 <= count <= 100, or None; got {value!r}"
+        )
 
 
 @gin.configurable

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -143,23 +143,4 @@ class ProfiledLoader:
             steps,
             self.summary["wall_ms_per_step"],
             self._out / "step_profile.txt",
-        )
-
-
-def validate_profile_steps(value: Optional[Tuple[int, int]]) -> None:
-    """``(start, count)`` with ``start >= 0`` and ``1 <= count <= 100`` (a trace of more
-    steps is large), or None."""
-    if value is None:
-        return
-    ok = (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        and value[0] >= 0
-        and 1 <= value[1] <= 100
-    )
-    if not ok:
-        raise ValueError(
-            "RunSettings.profile_steps must be (start, count) with start >= 0 and "
-            f"1 <= count <= 100, or None; got {value!r}"
         )
