@@ -190,6 +190,34 @@ class Preset:
 
 
 ALL_ABLATIONS = tuple(v.name for v in ABLATIONS)
+
+# The GPU preset's synthetic long-sequence plan (and, below, its mid-history variant).
+_SYNTHETIC_GPU = DatasetPlan(
+    name="synthetic",
+    dataset="synthetic-long",
+    batch_size=32,
+    # At 300 steps with the "cluster" signal no model learned anything (eval NE
+    # 1.00-1.01 at 32eb1d9); on CPU at L=256 it was not learned in 1000 steps on
+    # unseen users either; the "propensity" signal was (full attention 1 of 2 seeds,
+    # SLA + prefix), never by window-only SLA (results/synthetic_learnability_cpu.md).
+    steps=1000,
+    eval_batches=None,
+    k1=64,
+    k2=64,
+    truncated_len=256,
+    sizes=(1, 2, 4),
+    ablations=ALL_ABLATIONS,
+    # 3000 train / 1000 eval users, histories of exactly 4096 events
+    synthetic={
+        "num_users": 4000,
+        "min_len": 4106,
+        "max_len": 4106,
+        "early_signal": "propensity",
+    },
+    loader_workers=1,
+)
+
+
 PRESETS: Dict[str, Preset] = {
     "cpu-smoke": Preset(
         device="cpu",
@@ -252,53 +280,17 @@ PRESETS: Dict[str, Preset] = {
             "hstu_transducer_embedding_dim": 128,
         },
         datasets=(
-            DatasetPlan(
-                name="synthetic",
-                dataset="synthetic-long",
-                batch_size=32,
-                # At 300 steps with the "cluster" signal no model learned anything (eval NE
-                # 1.00-1.01 at 32eb1d9); on CPU at L=256 it was not learned in 1000 steps on
-                # unseen users either; the "propensity" signal was (full attention 1 of 2 seeds,
-                # SLA + prefix), never by window-only SLA (results/synthetic_learnability_cpu.md).
-                steps=1000,
-                eval_batches=None,
-                k1=64,
-                k2=64,
-                truncated_len=256,
-                sizes=(1, 2, 4),
-                ablations=ALL_ABLATIONS,
-                # 3000 train / 1000 eval users, histories of exactly 4096 events
-                synthetic={
-                    "num_users": 4000,
-                    "min_len": 4106,
-                    "max_len": 4106,
-                    "early_signal": "propensity",
-                },
-                loader_workers=1,
-            ),
+            _SYNTHETIC_GPU,
             # The same set with its far-back signal mid-history (events 2048-2079): outside
             # both the K2 = 64 prefix and the K1 = 64 window, so only full attention can
             # reach it.  The counter-test to the prefix's win above
             # (results/quality_h200_tf32/NOTES.md, its caveat).
-            DatasetPlan(
+            replace(
+                _SYNTHETIC_GPU,
                 name="synthetic_mid",
-                dataset="synthetic-long",
-                batch_size=32,
-                steps=1000,
-                eval_batches=None,
-                k1=64,
-                k2=64,
-                truncated_len=256,
                 sizes=(2,),
                 ablations=(),
-                synthetic={
-                    "num_users": 4000,
-                    "min_len": 4106,
-                    "max_len": 4106,
-                    "early_signal": "propensity",
-                    "signal_offset": 2048,
-                },
-                loader_workers=1,
+                synthetic={**_SYNTHETIC_GPU.synthetic, "signal_offset": 2048},
             ),
             DatasetPlan(
                 name="ml100k",
