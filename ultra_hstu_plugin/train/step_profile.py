@@ -44,11 +44,24 @@ def _rows(events: Any, attr: str, n: int) -> List[Dict[str, Any]]:
     ]
 
 
+def _gpu_busy_us(events: Any) -> float:
+    """The kernels' own time: the device-side events only.  An operator's self device time
+    is its kernels' time again, so summing every event would count each kernel twice (the
+    same rule as the total line of torch's own profiler table)."""
+    from torch.autograd import DeviceType
+
+    return sum(
+        e.self_device_time_total
+        for e in events
+        if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+    )
+
+
 def summarize(prof: Any, steps: int, wall_s: float, device_type: str) -> Dict[str, Any]:
     """Per-step totals and the top operators of a finished ``torch.profiler.profile``."""
     events = prof.key_averages()
     cuda_attr = "self_device_time_total"
-    gpu_us = sum(getattr(e, cuda_attr, 0.0) for e in events) if device_type == "cuda" else 0.0
+    gpu_us = _gpu_busy_us(events) if device_type == "cuda" else 0.0
     cpu_us = sum(e.self_cpu_time_total for e in events)
     return {
         "steps": steps,
