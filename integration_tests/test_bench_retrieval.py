@@ -174,6 +174,8 @@ def test_patience_without_validation_is_an_error(beauty_dir, tmp_path):
 def test_a_bad_autotuning_bound_is_an_error_naming_it(beauty_dir, tmp_path):
     with pytest.raises(ValueError, match="RetrievalRun.autotune_max_configs must be an integer"):
         _config(beauty_dir, tmp_path, "ultra_hstu.RetrievalRun.autotune_max_configs = 0")
+    with pytest.raises(ValueError, match="RetrievalRun.autotune_record must be a path or None"):
+        _config(beauty_dir, tmp_path, "ultra_hstu.RetrievalRun.autotune_record = 3")
 
 
 def test_cpu_smoke_bench_end_to_end(beauty_dir, tmp_path):

@@ -143,6 +143,13 @@ def _bounded_prune(
     return prune
 
 
+def check_max_configs(value: Any, what: str = "max_configs") -> None:
+    """``value`` is a bound :func:`limit_configs` takes (an int >= 1, or None); else an error
+    naming ``what`` (the setting it came from) and the value."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{what} must be an integer >= 1 or None, got {value!r}")
+
+
 def limit_configs(
     autotuners: Iterable[Tuple[str, Any]],
     max_configs: Optional[int],
@@ -151,10 +158,7 @@ def limit_configs(
     """Bound each autotuner to ``max_configs`` benchmarked configs (``None``: no bound, the
     kernels' own pruning restored); calls whose key ``known`` recorded get that config alone.
     Idempotent: a second call replaces the first's bound."""
-    if max_configs is not None and (
-        isinstance(max_configs, bool) or not isinstance(max_configs, int) or max_configs < 1
-    ):
-        raise ValueError(f"max_configs must be an integer >= 1 or None, got {max_configs!r}")
+    check_max_configs(max_configs)
     rows = []
     for name, tuner in autotuners:
         if not hasattr(tuner, _ORIGINAL):

@@ -30,6 +30,7 @@ from ultra_hstu_plugin.host import HostNotInstalledError
 from ultra_hstu_plugin.kernels.autotune_budget import (
     BoundedKernel,
     KnownConfigs,
+    check_max_configs,
     find_autotuners,
     limit_configs,
     record_choices,
@@ -155,6 +156,25 @@ def table_use() -> str:
     return f"autotune table: {used} tunings from the table, {missed} tuned" + (
         f" ({top})" if missed else ""
     )
+
+
+def check_settings(owner: str, max_configs: Any, table: Any, record: Any) -> None:
+    """The autotuning fields of a run's settings (``owner``: "RunSettings",
+    "ultra_hstu.RetrievalRun"): one error naming the bad field and its value."""
+    check_max_configs(max_configs, f"{owner}.autotune_max_configs")
+    for name, value in (("autotune_table", table), ("autotune_record", record)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{owner}.{name} must be a path or None, got {value!r}")
+
+
+def finish_autotuning(record: Optional[str], command: str) -> List[str]:
+    """At a CUDA run's end: the lines to log, how many tunings the table served and, with
+    ``record`` (a path), the choices merged into that table."""
+    lines = [table_use()]
+    if record:
+        n = record_table(Path(record), command=command)
+        lines.append(f"autotune choices merged into {record} ({n} entries)")
+    return lines
 
 
 def record_table(path: Path, command: str = "") -> int:

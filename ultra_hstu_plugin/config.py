@@ -114,19 +114,11 @@ class RunSettings:
             raise ValueError(
                 f"RunSettings.log_every_steps must be an integer >= 1, got {self.log_every_steps!r}"
             )
-        if self.autotune_max_configs is not None and (
-            isinstance(self.autotune_max_configs, bool)
-            or not isinstance(self.autotune_max_configs, int)
-            or self.autotune_max_configs < 1
-        ):
-            raise ValueError(
-                f"RunSettings.autotune_max_configs must be an integer >= 1 or None, got "
-                f"{self.autotune_max_configs!r}"
-            )
-        for name in ("autotune_table", "autotune_record"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"RunSettings.{name} must be a path or None, got {value!r}")
+        from ultra_hstu_plugin.autotune import check_settings
+
+        check_settings(
+            "RunSettings", self.autotune_max_configs, self.autotune_table, self.autotune_record
+        )
         _check_profile_steps(self.profile_steps)
         if not isinstance(self.allow_tf32, bool):
             raise ValueError(

@@ -137,12 +137,10 @@ def finish_autotune_option(args: argparse.Namespace) -> None:
     """At a benchmark's end: how many tunings the table served, and ``--autotune-record``."""
     if args.autotune_table is None and args.autotune_record is None:
         return
-    from ultra_hstu_plugin.autotune import record_table, table_use
+    from ultra_hstu_plugin.autotune import finish_autotuning
 
-    print(table_use())
-    if args.autotune_record is not None:
-        n = record_table(args.autotune_record, command=" ".join(sys.argv))
-        print(f"autotune choices merged into {args.autotune_record} ({n} entries)")
+    record = None if args.autotune_record is None else str(args.autotune_record)
+    print("\n".join(finish_autotuning(record, " ".join(sys.argv))))
 
 
 def time_step(step: Callable[[], Any], device: str, reps: int) -> Dict[str, Any]:

@@ -55,7 +55,7 @@ import gin
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ultra_hstu_plugin.autotune import bound_autotuning, record_table, table_use
+from ultra_hstu_plugin.autotune import bound_autotuning, check_settings, finish_autotuning
 from ultra_hstu_plugin.host import (
     BCELoss,
     InBatchNegativesSampler,
@@ -121,15 +121,12 @@ class RetrievalRun:
             raise ValueError(
                 "ultra_hstu.RetrievalRun.early_stopping_patience and max_train_seconds must be >= 0"
             )
-        if self.autotune_max_configs is not None and (
-            isinstance(self.autotune_max_configs, bool)
-            or not isinstance(self.autotune_max_configs, int)
-            or self.autotune_max_configs < 1
-        ):
-            raise ValueError(
-                "ultra_hstu.RetrievalRun.autotune_max_configs must be an integer >= 1 or None, "
-                f"got {self.autotune_max_configs!r}"
-            )
+        check_settings(
+            "ultra_hstu.RetrievalRun",
+            self.autotune_max_configs,
+            self.autotune_table,
+            self.autotune_record,
+        )
         if self.early_stopping_patience and not self.validation:
             raise ValueError(
                 "ultra_hstu.RetrievalRun.early_stopping_patience needs "
@@ -580,9 +577,10 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
         "output_dir": str(out),
     }
     if device.type == "cuda":
-        summary["autotune"] = table_use()
-        if settings.autotune_record and rank0:
-            record_table(Path(settings.autotune_record), command=" ".join(sys.argv))
+        lines = finish_autotuning(settings.autotune_record if rank0 else None, " ".join(sys.argv))
+        summary["autotune"] = lines[0]
+        for line in lines:
+            logger.info(line)
     if val_loader is not None:
         summary.update(
             validation=best_point or {},

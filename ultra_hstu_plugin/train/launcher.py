@@ -36,7 +36,7 @@ from torch import multiprocessing as mp
 
 import ultra_hstu_plugin.gin  # noqa: F401 - registers configurables
 from ultra_hstu_plugin import config, run_logging
-from ultra_hstu_plugin.autotune import bound_autotuning, record_table, table_use
+from ultra_hstu_plugin.autotune import bound_autotuning, finish_autotuning
 from ultra_hstu_plugin.config import (
     MODES,
     ConfigSource,
@@ -264,13 +264,11 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
             summary["eval"] = _final_eval_metrics(metrics)
         metrics.close()
         if ctx.device.type == "cuda":
-            summary["autotune"] = table_use()
-            logger.info(summary["autotune"])
-            if settings.autotune_record and ctx.rank == 0:
-                n = record_table(Path(settings.autotune_record), command=" ".join(sys.argv))
-                logger.info(
-                    "autotune choices merged into %s (%d entries)", settings.autotune_record, n
-                )
+            record = settings.autotune_record if ctx.rank == 0 else None
+            lines = finish_autotuning(record, " ".join(sys.argv))
+            summary["autotune"] = lines[0]
+            for line in lines:
+                logger.info(line)
         if ctx.rank == 0:
             path = out / metrics_file_name(settings.mode)
             path.write_text(json.dumps(summary, indent=2, sort_keys=True))
