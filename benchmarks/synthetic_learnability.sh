@@ -7,7 +7,8 @@
 # generator's Bayes floors (ultra_hstu_plugin.data.synthetic.signal_floors).
 # SIGNAL (propensity | cluster, default propensity) and CLUSTERS (default 4) pick the generator's
 # early_signal and num_clusters; MODELS (default "hstu_full sla_window sla_prefix") which runs
-# to make, all at once.
+# to make, all at once.  HIST (default 256) is the history length (the signal stays in its first
+# 32 events; the SLA prefix keeps k2 = 48).
 # Usage (repository root): [SIGNAL=..] [CLUSTERS=..] bash benchmarks/synthetic_learnability.sh [STEPS] [SEED] [OUT]
 set -uo pipefail
 steps=${1:-1000}
@@ -17,11 +18,13 @@ data=$out/data
 signal=${SIGNAL:-propensity}
 clusters=${CLUSTERS:-4}
 models=${MODELS:-hstu_full sla_window sla_prefix}
+hist=${HIST:-256}
+len=$((hist + 10))  # + 10 candidates
 mkdir -p "$out"
 python -m ultra_hstu_plugin.cli data prepare synthetic-long --out "$data" --set num_users=4000 \
-  --set min_len=266 --set max_len=266 --set num_clusters="$clusters" --set early_signal="$signal" \
+  --set min_len=$len --set max_len=$len --set num_clusters="$clusters" --set early_signal="$signal" \
   > /dev/null
-widths='{"hstu_num_heads": 2, "hstu_attn_linear_dim": 64, "hstu_attn_qk_dim": 64, "hstu_embedding_table_dim": 64, "hstu_preprocessor_hidden_dim": 128, "hstu_transducer_embedding_dim": 128, "hstu_attn_num_layers": 1, "max_seq_len": 282}'
+widths='{"hstu_num_heads": 2, "hstu_attn_linear_dim": 64, "hstu_attn_qk_dim": 64, "hstu_embedding_table_dim": 64, "hstu_preprocessor_hidden_dim": 128, "hstu_transducer_embedding_dim": 128, "hstu_attn_num_layers": 1, "max_seq_len": '$((len + 16))'}'
 sla() {
   printf '%s\n' 'make_ultra_model.encoder = "ultra_hstu"' \
     'make_ultra_model.merged_item_action_tokens = False' \
@@ -60,18 +63,18 @@ EOF
     --mode train-eval > "$out/$name.log" 2>&1 &
 done
 wait
-python - "$out" "$clusters" "$signal" $models <<'PY'
+python - "$out" "$clusters" "$signal" "$len" $models <<'PY'
 import json, sys
 from ultra_hstu_plugin.data.synthetic import SyntheticConfig, signal_floors, synthetic_arrays
 
 out = sys.argv[1]
 cfg = SyntheticConfig(
-    num_users=4000, min_len=266, max_len=266, num_clusters=int(sys.argv[2]), early_signal=sys.argv[3]
+    num_users=4000, min_len=int(sys.argv[4]), max_len=int(sys.argv[4]), num_clusters=int(sys.argv[2]), early_signal=sys.argv[3]
 )
 floors = signal_floors(synthetic_arrays(cfg), cfg)
 print(f"Bayes floors (NE rating): full {floors.full:.4f}, window-only {floors.window_only:.4f}")
 print("| run | eval NE rating | eval NE love | train NE rating (lifetime) |\n|---|---|---|---|")
-for name in sys.argv[4:]:
+for name in sys.argv[5:]:
     try:
         m = json.load(open(f"{out}/{name}/metrics.json"))
     except FileNotFoundError:

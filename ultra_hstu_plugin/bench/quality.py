@@ -329,6 +329,36 @@ PRESETS: Dict[str, Preset] = {
         "the CPU smoke run's k1=64, k2=16, L'=64.  Runs the --time-budget cuts are recorded "
         "as such (synthetic first).",
     ),
+    # The gpu preset's synthetic set at the paper's layer width (D = 512, 4 heads of 128):
+    # large enough that the encoders' GPU work, not GR's per-step host floor, sets the step
+    # time (issue 11 target 1; results/step_profile_h200.md).  Not run yet.
+    "gpu-wide": Preset(
+        device="cuda",
+        seeds=(0, 1, 2),
+        parallel=1,
+        run_timeout=420,
+        time_budget=540,
+        widths={
+            "hstu_num_heads": 4,
+            "hstu_attn_linear_dim": 128,
+            "hstu_attn_qk_dim": 128,
+            "hstu_embedding_table_dim": 128,
+            "hstu_preprocessor_hidden_dim": 256,
+            "hstu_transducer_embedding_dim": 512,
+        },
+        datasets=(replace(_SYNTHETIC_GPU, sizes=(2, 4), ablations=()),),
+        bf16=False,
+        allow_tf32=True,
+        sizing="one H200, the wall-time half of target 1: runs one at a time (--parallel 1, "
+        "so each run's steps/s is its own), one seed a call.  At the gpu preset (D = 128, 2 "
+        "heads of 64) both families sit on GR's ~50 ms host floor a step "
+        "(results/step_profile_h200.md: GPU busy 25 ms for hstu_d2, 10 ms for ultra_d2).  "
+        "Prediction from that profile, not measured: 4x the heads x head dim makes GR's HSTU "
+        "attention ~56 ms a step at 2 layers and ~112 ms at 4, our SLA ~6 / ~12 ms, the D = 512 "
+        "projections ~7 ms a layer pair; so hstu_d2 ~80 ms, hstu_d4 ~150 ms, both ULTRA sizes on "
+        "the ~60 ms host floor: wall ratios ~0.75 (d2) and ~0.4 (d4), ~2.5 min a run.  "
+        "Synthetic: the gpu preset's (L=4096, batch 32, 1000 steps, k1=k2=64, L'=256).",
+    ),
 }
 
 
