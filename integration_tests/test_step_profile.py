@@ -45,6 +45,13 @@ def test_the_profiled_steps_and_their_operators_are_reported(profiled):
     assert "top self time on the CPU" in text
 
 
+def test_the_profiled_window_is_left_out_of_the_runs_steps_per_second(profiled):
+    metrics = json.loads((profiled / "metrics.json").read_text())
+    assert metrics["steps_excluded_from_rate"] == 3
+    # 7 steps: the first (timed alone), 3 profiled, 3 left for the rate
+    assert metrics["train_steps"] == 7 and metrics["steps_per_second"] > 0
+
+
 def _all_ops(out):
     trace = json.loads((out / "step_profile_trace.json").read_text())
     return sorted({e.get("name", "") for e in trace["traceEvents"]})

@@ -221,15 +221,24 @@ class CurveMetricsLogger(MetricsLogger):
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
 
-    def train_timing(self) -> Dict[str, float]:
-        """``first_step_seconds`` and ``steps_per_second`` (steps after the first)."""
+    def train_timing(
+        self, excluded_steps: int = 0, excluded_seconds: float = 0.0
+    ) -> Dict[str, float]:
+        """``first_step_seconds`` and ``steps_per_second`` (steps after the first).
+
+        ``excluded_steps`` / ``excluded_seconds``: a window inside the loop left out of the
+        rate (``RunSettings.profile_steps``: the profiled steps and the report's writing),
+        recorded as ``steps_excluded_from_rate``."""
         out: Dict[str, float] = {}
         if self._train_start is None or self._first_step_end is None:
             return out
         out["first_step_seconds"] = round(self._first_step_end - self._train_start, 3)
         later = int(self.global_step["train"]) - int(self._first_step_index or 0)
+        if excluded_steps:
+            later -= excluded_steps
+            out["steps_excluded_from_rate"] = excluded_steps
         if self._train_end is not None and later > 0:
-            elapsed = self._train_end - self._first_step_end
+            elapsed = self._train_end - self._first_step_end - excluded_seconds
             out["steps_per_second"] = round(later / elapsed, 3) if elapsed > 0 else float("inf")
         return out
 

@@ -186,9 +186,10 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
                 hstu_config.uih_post_id_feature_name,
                 metrics,
             )
+        profiled: Optional[ProfiledLoader] = None
         if settings.profile_steps is not None and ctx.rank == 0:
             start, count = settings.profile_steps
-            train_dl = ProfiledLoader(train_dl, start, count, out, ctx.device.type)
+            train_dl = profiled = ProfiledLoader(train_dl, start, count, out, ctx.device.type)
         if settings.load_checkpoint:
             load_dmp_checkpoint(
                 model=model,
@@ -227,7 +228,12 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
                 raise e.with_note(note) from None
             metrics.mark_train_end()
             summary["train_seconds"] = round(time.time() - start, 1)
-            summary.update(metrics.train_timing())
+            if profiled is not None:  # the profiled window is slowed by the profiler
+                summary.update(
+                    metrics.train_timing(profiled.excluded_steps, profiled.excluded_seconds)
+                )
+            else:
+                summary.update(metrics.train_timing())
             if "steps_per_second" in summary:
                 logger.info(
                     "%d training steps: first step after %.1f s, then %.2f steps/s",

@@ -106,6 +106,10 @@ class ProfiledLoader:
         self._prof: Optional[Any] = None
         self._t0 = 0.0
         self.summary: Optional[Dict[str, Any]] = None
+        # The profiled steps and the report's writing, as time spent inside the training
+        # loop: the launcher leaves them out of the run's steps/s (profiling slows them).
+        self.excluded_steps = 0
+        self.excluded_seconds = 0.0
 
     def __len__(self) -> int:
         return len(self._loader)
@@ -151,6 +155,8 @@ class ProfiledLoader:
         (self._out / "step_profile.txt").write_text(render(self.summary))
         (self._out / "step_profile.json").write_text(json.dumps(self.summary, indent=1))
         prof.export_chrome_trace(str(self._out / "step_profile_trace.json"))
+        self.excluded_steps = steps
+        self.excluded_seconds = time.perf_counter() - self._t0
         logger.info(
             "profiled %d training steps: %.1f ms a step; %s",
             steps,
