@@ -218,6 +218,72 @@ _SYNTHETIC_GPU = DatasetPlan(
 )
 
 
+_GPU = Preset(
+    device="cuda",
+    seeds=(0, 1, 2),
+    parallel=8,
+    run_timeout=420,
+    time_budget=540,
+    widths={
+        "hstu_num_heads": 2,
+        "hstu_attn_linear_dim": 64,
+        "hstu_attn_qk_dim": 64,
+        "hstu_embedding_table_dim": 64,
+        "hstu_preprocessor_hidden_dim": 128,
+        "hstu_transducer_embedding_dim": 128,
+    },
+    datasets=(
+        _SYNTHETIC_GPU,
+        # The same set with its far-back signal mid-history (events 2048-2079): outside
+        # both the K2 = 64 prefix and the K1 = 64 window, so only full attention can
+        # reach it.  The counter-test to the prefix's win above
+        # (results/quality_h200_tf32/NOTES.md, its caveat).
+        replace(
+            _SYNTHETIC_GPU,
+            name="synthetic_mid",
+            sizes=(2,),
+            ablations=(),
+            synthetic={**_SYNTHETIC_GPU.synthetic, "signal_offset": 2048},
+        ),
+        DatasetPlan(
+            name="ml100k",
+            dataset="movielens-100k",
+            batch_size=32,
+            steps=300,
+            eval_batches=None,
+            k1=64,
+            k2=16,
+            truncated_len=64,
+            sizes=(1, 2, 4),
+            ablations=ALL_ABLATIONS,
+        ),
+    ),
+    # fp32 for both families: GR's own HSTU stack in bf16 on HammerKernel.TRITON gets a
+    # NaN loss at step 3 at these widths (every ml100k hstu run of the 32eb1d9 quality
+    # run); fp32 on TRITON and bf16 on PYTORCH train, with or without the autotuning
+    # bound (benchmarks/results/gr_hstu_nan_probe_h200.md).
+    bf16=False,
+    # TF32 products for both families' fp32 (GR's kernels follow the same flag): exact fp32
+    # runs the attention on FMA units (results/tf32_sla_h200.md).
+    allow_tf32=True,
+    sizing="one H200, ~35 min (more than one device call: pick --datasets / --seeds per "
+    "call and merge with --report-only): 2 datasets x 10 configs x 3 seeds = 60 runs, plus "
+    "hstu_d2 / ultra_d2 x 3 seeds on synthetic_mid (the signal mid-history), 8 at a time "
+    "(OMP threads = cores / 8 each); per run ~15-25 s of imports, data and model build, "
+    "the first step's autotuning (cached on disk after the first seed: runs go seed by "
+    "seed), 1000 (synthetic) / 300 (ML-100k) steps of batch 32 and the full eval split.  "
+    "Measured at 9293304 (fp32 with TF32, bound 4, rows by data/fast_rows.py): a synthetic "
+    "run makes 4.4-5.0 steps/s 12 at a time (4 configs x 3 seeds in 471 s), 4.9-7.1 "
+    "8 at a time, 10.6-13.7 alone (results/quality_h200_tf32/NOTES.md). "
+    "Keep the autotuning bound at 4: at 1 the grid timed out "
+    "(results/quality_h200_bound1_attempt.md).  Synthetic: 4000 users (75/25), "
+    "history L=4096 (one DataLoader worker a run converts the rows), 40 items in 4 clusters, 32 early signal events (early_signal='propensity': their like count), k1=64 (the window "
+    "cannot see them), k2=64 (5 contextual + the 32 signal tokens), L'=256.  ML-100k: "
+    "the CPU smoke run's k1=64, k2=16, L'=64.  Runs the --time-budget cuts are recorded "
+    "as such (synthetic first).",
+)
+
+
 PRESETS: Dict[str, Preset] = {
     "cpu-smoke": Preset(
         device="cpu",
@@ -265,79 +331,13 @@ PRESETS: Dict[str, Preset] = {
         sizing="toy sizes that run the whole flow on two CPU cores (the integration test); "
         "numbers mean nothing",
     ),
-    "gpu": Preset(
-        device="cuda",
-        seeds=(0, 1, 2),
-        parallel=8,
-        run_timeout=420,
-        time_budget=540,
-        widths={
-            "hstu_num_heads": 2,
-            "hstu_attn_linear_dim": 64,
-            "hstu_attn_qk_dim": 64,
-            "hstu_embedding_table_dim": 64,
-            "hstu_preprocessor_hidden_dim": 128,
-            "hstu_transducer_embedding_dim": 128,
-        },
-        datasets=(
-            _SYNTHETIC_GPU,
-            # The same set with its far-back signal mid-history (events 2048-2079): outside
-            # both the K2 = 64 prefix and the K1 = 64 window, so only full attention can
-            # reach it.  The counter-test to the prefix's win above
-            # (results/quality_h200_tf32/NOTES.md, its caveat).
-            replace(
-                _SYNTHETIC_GPU,
-                name="synthetic_mid",
-                sizes=(2,),
-                ablations=(),
-                synthetic={**_SYNTHETIC_GPU.synthetic, "signal_offset": 2048},
-            ),
-            DatasetPlan(
-                name="ml100k",
-                dataset="movielens-100k",
-                batch_size=32,
-                steps=300,
-                eval_batches=None,
-                k1=64,
-                k2=16,
-                truncated_len=64,
-                sizes=(1, 2, 4),
-                ablations=ALL_ABLATIONS,
-            ),
-        ),
-        # fp32 for both families: GR's own HSTU stack in bf16 on HammerKernel.TRITON gets a
-        # NaN loss at step 3 at these widths (every ml100k hstu run of the 32eb1d9 quality
-        # run); fp32 on TRITON and bf16 on PYTORCH train, with or without the autotuning
-        # bound (benchmarks/results/gr_hstu_nan_probe_h200.md).
-        bf16=False,
-        # TF32 products for both families' fp32 (GR's kernels follow the same flag): exact fp32
-        # runs the attention on FMA units (results/tf32_sla_h200.md).
-        allow_tf32=True,
-        sizing="one H200, ~35 min (more than one device call: pick --datasets / --seeds per "
-        "call and merge with --report-only): 2 datasets x 10 configs x 3 seeds = 60 runs, plus "
-        "hstu_d2 / ultra_d2 x 3 seeds on synthetic_mid (the signal mid-history), 8 at a time "
-        "(OMP threads = cores / 8 each); per run ~15-25 s of imports, data and model build, "
-        "the first step's autotuning (cached on disk after the first seed: runs go seed by "
-        "seed), 1000 (synthetic) / 300 (ML-100k) steps of batch 32 and the full eval split.  "
-        "Measured at 9293304 (fp32 with TF32, bound 4, rows by data/fast_rows.py): a synthetic "
-        "run makes 4.4-5.0 steps/s 12 at a time (4 configs x 3 seeds in 471 s), 4.9-7.1 "
-        "8 at a time, 10.6-13.7 alone (results/quality_h200_tf32/NOTES.md). "
-        "Keep the autotuning bound at 4: at 1 the grid timed out "
-        "(results/quality_h200_bound1_attempt.md).  Synthetic: 4000 users (75/25), "
-        "history L=4096 (one DataLoader worker a run converts the rows), 40 items in 4 clusters, 32 early signal events (early_signal='propensity': their like count), k1=64 (the window "
-        "cannot see them), k2=64 (5 contextual + the 32 signal tokens), L'=256.  ML-100k: "
-        "the CPU smoke run's k1=64, k2=16, L'=64.  Runs the --time-budget cuts are recorded "
-        "as such (synthetic first).",
-    ),
+    "gpu": _GPU,
     # The gpu preset's synthetic set at the paper's layer width (D = 512, 4 heads of 128):
     # large enough that the encoders' GPU work, not GR's per-step host floor, sets the step
     # time (issue 11 target 1; results/step_profile_h200.md).  Not run yet.
-    "gpu-wide": Preset(
-        device="cuda",
-        seeds=(0, 1, 2),
+    "gpu-wide": replace(
+        _GPU,
         parallel=1,
-        run_timeout=420,
-        time_budget=540,
         widths={
             "hstu_num_heads": 4,
             "hstu_attn_linear_dim": 128,
@@ -347,8 +347,6 @@ PRESETS: Dict[str, Preset] = {
             "hstu_transducer_embedding_dim": 512,
         },
         datasets=(replace(_SYNTHETIC_GPU, sizes=(2, 4), ablations=()),),
-        bf16=False,
-        allow_tf32=True,
         sizing="one H200, the wall-time half of target 1: runs one at a time (--parallel 1, "
         "so each run's steps/s is its own), one seed a call.  At the gpu preset (D = 128, 2 "
         "heads of 64) both families sit on GR's ~50 ms host floor a step "
