@@ -228,7 +228,7 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
                 raise e.with_note(note) from None
             metrics.mark_train_end()
             summary["train_seconds"] = round(time.time() - start, 1)
-            if profiled is not None:  # the profiled window is slowed by the profiler
+            if profiled is not None:  # the profiled window, slowed by the profiler, left out
                 summary.update(
                     metrics.train_timing(profiled.excluded_steps, profiled.excluded_seconds)
                 )

@@ -155,8 +155,9 @@ class ProfiledLoader:
         (self._out / "step_profile.txt").write_text(render(self.summary))
         (self._out / "step_profile.json").write_text(json.dumps(self.summary, indent=1))
         prof.export_chrome_trace(str(self._out / "step_profile_trace.json"))
-        self.excluded_steps = steps
-        self.excluded_seconds = time.perf_counter() - self._t0
+        if self._start >= 1:  # a window from batch 0 holds the first step, timed on its own
+            self.excluded_steps = steps
+            self.excluded_seconds = time.perf_counter() - self._t0
         logger.info(
             "profiled %d training steps: %.1f ms a step; %s",
             steps,
