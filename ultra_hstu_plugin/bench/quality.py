@@ -1,7 +1,7 @@
 # Copyright (c) 2026 ultra-hstu-plugin authors. Licensed under the Apache License, Version 2.0.
 """``ultra-hstu bench quality``: GR's HSTU vs ULTRA-HSTU, trained and evaluated end to end.
 
-    ultra-hstu bench quality --preset gpu|cpu-smoke --out DIR [--ml100k-data DIR]
+    ultra-hstu bench quality --preset gpu|gpu-wide|cpu-smoke --out DIR [--ml100k-data DIR]
         [--parallel N] [--time-budget S] [--run-timeout S] [--seeds 0,1,2]
         [--datasets synthetic,synthetic_mid,ml100k] [--configs NAME,...] [--runs DIR] [--data-cache DIR]
     ultra-hstu bench quality --report-only DIR/quality.jsonl [...] --out DIR
