@@ -228,12 +228,11 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
                 raise e.with_note(note) from None
             metrics.mark_train_end()
             summary["train_seconds"] = round(time.time() - start, 1)
-            if profiled is not None:  # the profiled window, slowed by the profiler, left out
-                summary.update(
-                    metrics.train_timing(profiled.excluded_steps, profiled.excluded_seconds)
-                )
-            else:
-                summary.update(metrics.train_timing())
+            # the profiled window, slowed by the profiler, is left out of the rate
+            excluded = (
+                (profiled.excluded_steps, profiled.excluded_seconds) if profiled else (0, 0.0)
+            )
+            summary.update(metrics.train_timing(*excluded))
             if "steps_per_second" in summary:
                 logger.info(
                     "%d training steps: first step after %.1f s, then %.2f steps/s",
