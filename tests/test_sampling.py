@@ -209,6 +209,13 @@ def test_bench_quick_writes_files_and_lbsl_balances(tmp_path):
         assert syn["bound"]["imbalance_lower_bound"] <= syn[key]["imbalance"] + 1e-9
     # the per-step quantile target balances at least as well as the fixed one
     assert syn["lbsl"]["imbalance"] <= syn["lbsl_mean"]["imbalance"]
+    # users handed to ranks by cost first: below what any trim of the ranks' own batches
+    # reaches (the bound), at the same tokens kept
+    bal = syn["balanced"]
+    assert bal["none"]["imbalance"] < syn["none"]["imbalance"]
+    assert bal["lbsl"]["imbalance"] < syn["bound"]["imbalance_lower_bound"]
+    assert bal["lbsl"]["kept_fraction"] >= syn["sl"]["kept_fraction"]
+    assert "length-balanced rank assignment" in (tmp_path / "lbsl.md").read_text()
 
 
 def test_step_time_statistics_by_hand():

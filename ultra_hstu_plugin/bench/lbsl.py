@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ultra_hstu_plugin.sampling import AttentionCostModel, choose_kept_lengths, stochastic_length
+from ultra_hstu_plugin.sampling.balance import balanced_assignment
 from ultra_hstu_plugin.sampling.lbsl import quantile_knob, rank_quantile_target
 
 SHARED_AMAZON = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "amazon-s3rec"
@@ -163,30 +164,29 @@ def trim_bound(
     return {"imbalance_lower_bound": best, "lagrange": best_lam, "grid": grid}
 
 
-def simulate(
-    lengths: torch.Tensor,
+def _policies(
+    draw: torch.Tensor,
     cost_model: AttentionCostModel,
-    ranks: int,
-    steps: int,
-    batch: int,
     alpha: float,
+    max_len: int,
     floor: int,
-    seed: int,
-    tune_iters: int = 12,
-    bound_grid: int = 0,
+    g: torch.Generator,
+    tune_iters: int,
+    kept_goal: Optional[float] = None,
 ) -> Dict[str, Any]:
-    max_len = int(lengths.max())
-    floor = min(floor, max_len)
-    g = torch.Generator().manual_seed(seed)
-    draw = lengths[torch.randint(len(lengths), (steps, ranks, batch), generator=g)]
+    """No sampling, SL, LBSL (fixed mean target) and LBSL (per-step quantile) on the ranks'
+    batches ``draw`` (``(steps, ranks, batch)`` lengths); both LBSLs are tuned to keep
+    ``kept_goal`` of the tokens (None: this SL draw's fraction)."""
+    steps, ranks = draw.shape[:2]
     total = float(draw.sum())
-    out: Dict[str, Any] = {"ranks": ranks, "steps": steps, "batch": batch, "max_len": max_len}
+    out: Dict[str, Any] = {}
     cost_none = cost_model(draw).sum(-1)
     out["none"] = {"imbalance": _imbalance(cost_none), "kept_fraction": 1.0}
     sl = stochastic_length(draw, alpha, max_len, g)
     cost_sl = cost_model(sl).sum(-1)
     sl_frac = float(sl.sum()) / total
     out["sl"] = {"imbalance": _imbalance(cost_sl), "kept_fraction": sl_frac}
+    goal = sl_frac if kept_goal is None else kept_goal
     # LBSL (target_mode "mean"): one target for every rank and step, the mean SL rank cost
     # (over every rank and step: the all-reduced warm-up mean), scaled so LBSL keeps about
     # SL's token fraction -- a fair comparison at equal data
@@ -196,7 +196,7 @@ def simulate(
         kept = choose_kept_lengths(draw, base * scale, cost_model, floor)
         return kept, float(kept.sum()) / total
 
-    scale, (kept, frac) = _tune(run_mean, sl_frac, tune_iters)
+    scale, (kept, frac) = _tune(run_mean, goal, tune_iters)
     target = torch.tensor(base * scale, dtype=torch.float64).expand(steps, ranks)
     out["lbsl_mean"] = {
         "imbalance": _imbalance(cost_model(kept).sum(-1)),
@@ -215,7 +215,7 @@ def simulate(
         kept = choose_kept_lengths(draw, targets(x), cost_model, floor)
         return kept, float(kept.sum()) / total
 
-    x, (kept, frac) = _tune(run_q, sl_frac, tune_iters + 6, hi=2.0, grow=False)
+    x, (kept, frac) = _tune(run_q, goal, tune_iters + 6, hi=2.0, grow=False)
     q, factor = quantile_knob(x)
     out["lbsl"] = {
         "imbalance": _imbalance(cost_model(kept).sum(-1)),
@@ -224,6 +224,34 @@ def simulate(
         "target_factor": factor,
         "diagnosis": _where_imbalance_comes_from(draw, kept, targets(x), cost_model, floor),
     }
+    return out
+
+
+def simulate(
+    lengths: torch.Tensor,
+    cost_model: AttentionCostModel,
+    ranks: int,
+    steps: int,
+    batch: int,
+    alpha: float,
+    floor: int,
+    seed: int,
+    tune_iters: int = 12,
+    bound_grid: int = 0,
+) -> Dict[str, Any]:
+    max_len = int(lengths.max())
+    floor = min(floor, max_len)
+    g = torch.Generator().manual_seed(seed)
+    draw = lengths[torch.randint(len(lengths), (steps, ranks, batch), generator=g)]
+    out: Dict[str, Any] = {"ranks": ranks, "steps": steps, "batch": batch, "max_len": max_len}
+    out.update(_policies(draw, cost_model, alpha, max_len, floor, g, tune_iters))
+    # the same global batches, users handed to ranks by cost (LengthBalancedDistributedSampler)
+    parts = balanced_assignment(cost_model(draw).flatten(1), ranks)
+    balanced = torch.gather(draw.flatten(1), -1, parts.flatten(1)).view_as(draw)
+    sl_frac = out["sl"]["kept_fraction"]
+    out["balanced"] = _policies(
+        balanced, cost_model, alpha, max_len, floor, g, tune_iters, kept_goal=sl_frac
+    )
     if bound_grid:
         out["bound"] = trim_bound(draw, cost_model, floor, sl_frac, bound_grid)
     return out
@@ -262,6 +290,27 @@ def _markdown(result: Dict[str, Any]) -> str:
             f"{'-' if bound is None else f'{bound:.4f}'} | "
             f"{r['sl']['kept_fraction']:.4f} | {r['lbsl']['kept_fraction']:.4f} | "
             f"{r['lbsl_mean']['kept_fraction']:.4f} |"
+        )
+    lines += [
+        "",
+        "With length-balanced rank assignment (`LengthBalancedDistributedSampler`: the same "
+        "global batches, users handed to ranks heaviest first to the lightest rank, "
+        "`ultra_hstu_plugin/sampling/balance.py`), then the same policies; LBSL tuned to keep "
+        "the unbalanced SL's fraction of tokens:",
+        "",
+        "| source | ranks | balanced | balanced + SL | balanced + LBSL | balanced + LBSL-mean "
+        "| LBSL kept | SL kept |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        b = r.get("balanced")
+        if b is None:
+            continue
+        lines.append(
+            f"| {r['source']} | {r['ranks']} | {b['none']['imbalance']:.4f} | "
+            f"{b['sl']['imbalance']:.4f} | {b['lbsl']['imbalance']:.4f} | "
+            f"{b['lbsl_mean']['imbalance']:.4f} | {b['lbsl']['kept_fraction']:.4f} | "
+            f"{r['sl']['kept_fraction']:.4f} |"
         )
     lines += [
         "",
@@ -345,7 +394,10 @@ def run(out_dir: Path, a: argparse.Namespace, argv: List[str]) -> Dict[str, Any]
                 f"SL {row['sl']['imbalance']:.3f}  LBSL {row['lbsl']['imbalance']:.4f}  "
                 f"LBSL-mean {row['lbsl_mean']['imbalance']:.4f}  "
                 f"bound {row.get('bound', {}).get('imbalance_lower_bound', float('nan')):.4f}  "
-                f"kept SL {row['sl']['kept_fraction']:.4f} LBSL {row['lbsl']['kept_fraction']:.4f}",
+                f"kept SL {row['sl']['kept_fraction']:.4f} LBSL {row['lbsl']['kept_fraction']:.4f}  "
+                f"| balanced: none {row['balanced']['none']['imbalance']:.4f}  "
+                f"LBSL {row['balanced']['lbsl']['imbalance']:.4f} "
+                f"(kept {row['balanced']['lbsl']['kept_fraction']:.4f})",
                 flush=True,
             )
     try:
