@@ -103,6 +103,7 @@ _RANKING = (
     "concat_2D_jagged",
     "import_ranking_stack",
     "MovieLensRowLayout",
+    "movielens_history_lengths",
     "movielens_row_layout",
 )
 _RESEARCH = (
@@ -240,6 +241,7 @@ if TYPE_CHECKING:  # the lazily resolved names, for type checkers
         load_dmp_checkpoint,
         load_nonsparse_checkpoint,
         load_sparse_checkpoint,
+        movielens_history_lengths,
         movielens_row_layout,
         save_dmp_checkpoint,
         sparse_optimizer_factory_and_class,
@@ -425,6 +427,7 @@ __all__ = [  # literal, so linters see the TYPE_CHECKING names as re-exported
     "load_dmp_checkpoint",
     "load_nonsparse_checkpoint",
     "load_sparse_checkpoint",
+    "movielens_history_lengths",
     "movielens_row_layout",
     "movielens_seq_features_from_row",
     "pytorch_norm_mul_dropout",

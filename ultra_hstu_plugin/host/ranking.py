@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List
 
+import torch
+
 from ultra_hstu_plugin.host.install import (
     GR_INSTALL_HINT,
     TORCHREC_INSTALL_HINT,
@@ -121,6 +123,24 @@ def movielens_row_layout(dataset: Any) -> MovieLensRowLayout:
     )
 
 
+def movielens_history_lengths(dataset: Any) -> torch.Tensor:
+    """Each row's history length as a ``DLRMv3MovieLensDataset``'s ``load_item`` yields it
+    (training mode), without converting any row: the events before the last
+    ``max_num_candidates`` (the candidates), capped at its ``_max_uih_len`` (db1bf8f's
+    fields).  Rows GR skips (no more events than candidates) get 0."""
+    frame = getattr(dataset, "ratings_frame", None)
+    if frame is None:
+        raise ValueError(
+            f"{type(dataset).__name__} has no ratings_frame: per-row history lengths are "
+            "only known for GR's MovieLens-layout datasets"
+        )
+    ids = frame["sequence_item_ids"].astype(str).str.strip("[] ")
+    events = torch.tensor((ids.str.count(",") + (ids.str.len() > 0)).to_numpy(), dtype=torch.int64)
+    candidates = int(dataset._max_num_candidates)
+    history = (events - candidates).clamp(min=0, max=int(dataset._max_uih_len))
+    return torch.where(events > candidates, history, torch.zeros_like(history))
+
+
 def import_ranking_stack() -> None:
     """Import all of GR's ranking stack now (registers GR's gin configurables)."""
     for name in _RANKING_STACK:
@@ -151,6 +171,7 @@ __all__ = [
     "load_dmp_checkpoint",
     "load_nonsparse_checkpoint",
     "load_sparse_checkpoint",
+    "movielens_history_lengths",
     "movielens_row_layout",
     "save_dmp_checkpoint",
     "sparse_optimizer_factory_and_class",

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import gin
 import numpy as np
@@ -72,6 +72,7 @@ from ultra_hstu_plugin.train.distributed import (
 from ultra_hstu_plugin.train.sampled_loader import (
     SampledLoader,
     check_sampler_bindings,
+    encoder_cost_model,
     history_features,
     make_train_sampler,
 )
@@ -125,6 +126,15 @@ def _final_eval_metrics(metrics: MetricsLogger) -> Dict[str, float]:
     return {k: float(v) for k, v in metrics.compute(mode="eval").items()}
 
 
+def _balancing_cost_model(sampler: Any, model: torch.nn.Module, hstu_config: Any) -> Any:
+    """What ``make_dataloaders.sampler = 'length_balanced'`` prices rows with: the training
+    sampler's own cost model when there is one (LBSL then trims what was balanced by the
+    same measure), else the encoder's analytic FLOPs; None for the other samplers."""
+    if _bound_value("make_dataloaders.sampler", default="chunk") != "length_balanced":
+        return None
+    return sampler.cost_model if sampler is not None else encoder_cost_model(model, hstu_config)
+
+
 def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None:
     # In the launching process this reuses preflight's parse; a spawned one parses here.
     settings = config.ensure_loaded(source)
@@ -150,7 +160,10 @@ def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None
         # Same tables for any world size, so runs on 1 or N processes are comparable.
         deterministic_embedding_init(model, settings.seed)
         train_dl, eval_dl = make_dataloaders(
-            hstu_config=hstu_config, settings=settings, rank=ctx.rank
+            hstu_config=hstu_config,
+            settings=settings,
+            rank=ctx.rank,
+            cost_model=_balancing_cost_model(sampler, model, hstu_config),
         )
         # On the CPU, before GR's loop moves a batch: the kernels do not check on GPUs.  The
         # first batch's feature names are checked always (once, cheap); the structure and ids
