@@ -168,7 +168,11 @@ def _dataloader_args(built: Built, monkeypatch) -> Dict[str, Any]:
 
     with pytest.MonkeyPatch.context() as m, pytest.raises(_Stop):
         m.setattr(RunSettings, "dataset_spec", spec)
-        dataloaders.make_dataloaders(hstu_config=built.hstu_config, settings=built.settings)
+        dataloaders.make_dataloaders(
+            hstu_config=built.hstu_config,
+            settings=built.settings,
+            cost_model=lambda lengths: lengths.double(),  # what a length_balanced run needs
+        )
     return seen
 
 
@@ -323,6 +327,16 @@ def _data_dir(b: Built, scope: str, v: Any, mp: Any) -> None:
     assert _dataloader_args(b, mp)["data_dir"] == v
 
 
+def _loader_sampler(b: Built, scope: str, v: Any, mp: Any) -> None:
+    """The launcher leaves the binding to gin and hands make_dataloaders the cost model it
+    needs (what the sampler does to batches: test_lbsl_training.py's 2-process run)."""
+    from ultra_hstu_plugin.train.launcher import _balancing_cost_model
+
+    _not_passed_by_caller("make_dataloaders", "sampler", LAUNCHER)
+    cost = _balancing_cost_model(_built_sampler(b), b.model, b.hstu_config)
+    assert (cost is not None) == (v == "length_balanced")
+
+
 def _synthetic(name: str) -> Check:
     def check(b: Built, scope: str, v: Any, mp: Any) -> None:
         # what `ultra-hstu data prepare synthetic-long --gin` builds (datasets.prepare)
@@ -403,6 +417,7 @@ CHECKS: Dict[str, Check] = {
     **{f"ultra_hstu.StreamConfig.{f}": _stream_field(f) for f in ("name", "action_mask")},
     **{f"ultra_hstu.StreamConfig.{f}": _stream_field(f) for f in ("num_layers", "max_len")},
     "make_dataloaders.data_dir": _data_dir,
+    "make_dataloaders.sampler": _loader_sampler,
     **{
         f"ultra_hstu.SyntheticConfig.{f}": _synthetic(f)
         for f in ("num_users", "num_items", "min_len", "max_len")

@@ -9,7 +9,9 @@ samplers, :class:`StochasticLengthSampler` (registry ``sampler`` "sl") and
 (kept, stats)``, collective over a ``torch.distributed`` group when there is one (the
 configuration all-gathered and compared on the first step; per step one all-gather of each
 rank's cost, giving the max/mean imbalance and letting a bad batch raise on every rank);
-:mod:`.batch` trims GR's jagged batch to the kept lengths.
+:mod:`.batch` trims GR's jagged batch to the kept lengths; :mod:`.balance` hands a global
+batch's users to ranks by cost (``make_dataloaders.sampler = "length_balanced"``), which
+raises the light ranks that no trim can.
 
 How it plugs into training (``RunSettings.sampler = "lbsl"`` or ``"sl"``, parameters in
 ``SamplerSettings``; :mod:`ultra_hstu_plugin.train.sampled_loader`): a step on the jagged
