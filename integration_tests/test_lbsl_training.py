@@ -292,8 +292,8 @@ def _scalars(run_dir: Path) -> Dict[str, Dict[int, float]]:
     return {t: {e.step: e.value for e in acc.Scalars(t)} for t in tags}
 
 
-def test_train_with_lbsl_writes_load_scalars(tmp_path, ml100k_dir):
-    out = tmp_path / "lbsl"
+def _train_two_ranks(out: Path, ml100k_dir: Path, *bindings: str) -> None:
+    """``ultra-hstu train`` of the smoke config with LBSL, 2 processes (gloo), STEPS steps."""
     res = run_cli(
         "train",
         "--gin",
@@ -313,14 +313,19 @@ def test_train_with_lbsl_writes_load_scalars(tmp_path, ml100k_dir):
                 f"SamplerSettings.warmup_steps={WARMUP}",
                 "SamplerSettings.floor=16",
                 f"train_loop.num_batches={STEPS}",
-                "RunSettings.log_every_steps=3",
                 "RunSettings.save_checkpoint=False",
                 "make_dataloaders.progress=False",
+                *bindings,
             )
             for a in ("--gin-param", b)
         ),
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+
+
+def test_train_with_lbsl_writes_load_scalars(tmp_path, ml100k_dir):
+    out = tmp_path / "lbsl"
+    _train_two_ranks(out, ml100k_dir, "RunSettings.log_every_steps=3")
     ranks = [_scalars(out / "tensorboard" / f"rank{r}") for r in (0, 1)]
     for sc in ranks:
         missing = [t for t in TAGS if t not in sc]
@@ -398,33 +403,7 @@ def test_train_with_length_balanced_ranks(tmp_path, ml100k_dir):
     """2 processes: the ranks' unsampled batch costs are balanced before LBSL trims them
     (GR's chunk sampler: 1.05-1.15 max/mean in the first 6 steps of this run; balanced: <= 1.001)."""
     out = tmp_path / "balanced"
-    res = run_cli(
-        "train",
-        "--gin",
-        str(SMOKE),
-        "--device",
-        "cpu",
-        "--nproc",
-        "2",
-        "--mode",
-        "train",
-        *(
-            a
-            for b in (
-                f"make_dataloaders.data_dir='{ml100k_dir}'",
-                f"RunSettings.output_dir='{out}'",
-                "make_dataloaders.sampler='length_balanced'",
-                "RunSettings.sampler='lbsl'",
-                f"SamplerSettings.warmup_steps={WARMUP}",
-                "SamplerSettings.floor=16",
-                f"train_loop.num_batches={STEPS}",
-                "RunSettings.save_checkpoint=False",
-                "make_dataloaders.progress=False",
-            )
-            for a in ("--gin-param", b)
-        ),
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    _train_two_ranks(out, ml100k_dir, "make_dataloaders.sampler='length_balanced'")
     ranks = [_scalars(out / "tensorboard" / f"rank{r}") for r in (0, 1)]
     unsampled = ranks[0]["load/imbalance_unsampled"]
     assert sorted(unsampled) == list(range(1, STEPS + 1))
