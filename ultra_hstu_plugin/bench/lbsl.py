@@ -352,6 +352,14 @@ def _plot(result: Dict[str, Any], path: Path) -> None:
             ("lbsl", "LBSL (per-step quantile)"),
         ):
             ax.plot(xs, [r[key]["imbalance"] for r in rows], marker="o", label=label)
+        if all("balanced" in r for r in rows):
+            ax.plot(
+                xs,
+                [r["balanced"]["lbsl"]["imbalance"] for r in rows],
+                marker="s",
+                linestyle="--",
+                label="length-balanced ranks + LBSL",
+            )
         ax.set_xscale("log", base=2)
         ax.set_title(src, fontsize=9)
         ax.set_xlabel("ranks")
