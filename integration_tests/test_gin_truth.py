@@ -626,3 +626,12 @@ def test_gin_is_parsed_once_per_process(monkeypatch, ml100k_dir, tmp_path):
     with pytest.raises(_Stop):
         launcher.run(request)
     assert len(calls) == 1 and trained
+
+
+def test_length_balanced_rejects_a_model_it_cannot_price():
+    from ultra_hstu_plugin.train.launcher import _balancing_cost_model
+
+    bindings = [*STREAMS, "make_dataloaders.sampler = 'length_balanced'"]
+    model, cfg, _ = _model([ML100K], bindings)
+    with pytest.raises(ValueError, match=r"'length_balanced' cannot price rows: .*streams"):
+        _balancing_cost_model(None, model, cfg)

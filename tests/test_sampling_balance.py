@@ -126,3 +126,21 @@ def test_sampler_bad_input():
         LengthBalancedDistributedSampler(torch.ones(64, dtype=torch.int64), 4, QUAD, 2, 2)
     with pytest.raises(ValueError, match="row 1 has a negative length -3"):
         LengthBalancedDistributedSampler(torch.tensor([1, -3, 2, 2]), 1, QUAD, 2, 0)
+
+
+def test_row_history_lengths_from_a_movielens_frame():
+    # GR's layout: comma-joined ids, with or without brackets; the last max_num_candidates
+    # events are candidates, histories are capped at _max_uih_len, rows GR skips get 0
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from ultra_hstu_plugin.host.ranking import movielens_history_lengths
+
+    frame = pd.DataFrame(
+        {"sequence_item_ids": ["1,2,3,4,5", "[1, 2, 3]", "7", "1,2,3,4,5,6,7,8,9"]}
+    )
+    ds = SimpleNamespace(ratings_frame=frame, _max_num_candidates=2, _max_uih_len=4)
+    assert movielens_history_lengths(ds).tolist() == [3, 1, 0, 4]
+    with pytest.raises(ValueError, match="has no ratings_frame"):
+        movielens_history_lengths(SimpleNamespace())

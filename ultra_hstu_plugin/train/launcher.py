@@ -132,7 +132,14 @@ def _balancing_cost_model(sampler: Any, model: torch.nn.Module, hstu_config: Any
     same measure), else the encoder's analytic FLOPs; None for the other samplers."""
     if _bound_value("make_dataloaders.sampler", default="chunk") != "length_balanced":
         return None
-    return sampler.cost_model if sampler is not None else encoder_cost_model(model, hstu_config)
+    if sampler is not None:
+        return sampler.cost_model
+    try:
+        return encoder_cost_model(model, hstu_config)
+    except ValueError as e:  # its message speaks of RunSettings.sampler
+        raise ValueError(
+            f"make_dataloaders.sampler='length_balanced' cannot price rows: {e}"
+        ) from e
 
 
 def _worker(rank: int, world_size: int, port: int, source: ConfigSource) -> None:
