@@ -14,8 +14,9 @@ every Triton kernel) and kept, up to ``max_graphs`` layouts (least recently used
 Truncation plans (:class:`~ultra_hstu_plugin.modules.truncation.TruncatedSTU`) are
 computed outside the graph and fixed in it, since they follow from the layout.
 
-Inference only: the wrapped encoder must be in eval mode and called under ``no_grad``
-(training keeps the eager path; see the scaling benchmark's notes).
+:class:`GraphedEncoder` is inference only: the wrapped encoder must be in eval mode and
+called under ``no_grad``.  :class:`GraphedTrainStep` captures one training step (forward in
+train mode + backward) of one fixed layout; its dropout caveat is in its docstring.
 """
 
 from __future__ import annotations
@@ -166,3 +167,130 @@ class GraphedEncoder(torch.nn.Module):
                 output = run()
         self.captures += 1
         return _Graph(graph, inputs, output, plans)
+
+
+def dropout_ratios(module: torch.nn.Module) -> List[Tuple[str, float]]:
+    """(name, ratio) of every dropout in ``module`` with a ratio above 0: ``nn.Dropout``
+    modules and GR's STU layers' ``_output_dropout_ratio``."""
+    found = []
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.Dropout) and m.p > 0:
+            found.append((name, float(m.p)))
+        ratio = getattr(m, "_output_dropout_ratio", 0.0)
+        if isinstance(ratio, (int, float)) and ratio > 0:
+            found.append((name, float(ratio)))
+    return found
+
+
+class GraphedTrainStep:
+    """One training step of ``encoder`` -- its forward in train mode and the backward of an
+    output gradient -- captured for one batch layout and replayed from a CUDA graph.
+
+    Why: in training, the truncated upper layers' short kernels leave the GPU idle while the
+    host launches them (a 3 + 15 stack at L = 16384: ~18 ms of kernels inside a ~44 ms
+    eager step, ``benchmarks/results/encoder_profile_h200.md``).  A replay issues every
+    launch of the step, backward included, in one call.
+
+    The layout (``x_lengths``, ``x_offsets``, ``max_seq_len``, ``num_targets``) is fixed at
+    construction; :meth:`step` takes new values of ``x`` and of the output gradient (same
+    shapes, copied into the graph's inputs).  Each replay writes fresh gradients, as
+    ``zero_grad(set_to_none=True)`` followed by ``backward`` would: the parameters' ``.grad``
+    and :attr:`x_grad` are the graph's buffers, overwritten by the next replay (an optimizer
+    step between replays reads them in place).  The returned output is a buffer too.
+
+    Dropout: GR's fused LayerNorm-mul-dropout kernels draw their seed on the host
+    (``torch.randint(...).item()``) and pass it to the kernel as a number, so a captured
+    step replays the capture's dropout mask on every replay.  A model with dropout is refused
+    unless ``fixed_dropout_mask=True``: the GPU work is the same (a benchmark may time it),
+    the training is not (one mask for every step).
+    """
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        x: torch.Tensor,
+        x_lengths: torch.Tensor,
+        x_offsets: torch.Tensor,
+        max_seq_len: int,
+        num_targets: torch.Tensor,
+        *,
+        fixed_dropout_mask: bool = False,
+        warmup_steps: int = 2,
+    ) -> None:
+        if x.device.type != "cuda":
+            raise ValueError(f"GraphedTrainStep needs CUDA tensors, got x on {x.device}")
+        if not encoder.training:
+            raise RuntimeError("GraphedTrainStep captures a training step: call encoder.train()")
+        if warmup_steps < 1:
+            raise ValueError(
+                f"warmup_steps must be >= 1 (autotuning runs there), got {warmup_steps}"
+            )
+        dropouts = dropout_ratios(encoder)
+        if dropouts and not fixed_dropout_mask:
+            names = ", ".join(f"{n or '<encoder>'}={r}" for n, r in dropouts[:4])
+            raise ValueError(
+                f"GraphedTrainStep: the encoder has dropout ({names}"
+                f"{', ...' if len(dropouts) > 4 else ''}); GR's dropout kernels take their "
+                "seed from the host, so every replay would reuse the capture's mask.  Build "
+                "the encoder with dropout 0, or pass fixed_dropout_mask=True to time it anyway"
+            )
+        self.encoder = encoder
+        self.params: List[torch.nn.Parameter] = [p for p in encoder.parameters() if p.requires_grad]
+        self._x = x.detach().clone().requires_grad_(True)
+        self._layout = tuple(t.clone() for t in (x_lengths, x_offsets, num_targets))
+        self.max_seq_len = max_seq_len
+        lengths, offsets, targets = self._layout
+
+        def fwd_bwd(grad: Optional[torch.Tensor]) -> torch.Tensor:
+            out = self.encoder(
+                x=self._x,
+                x_lengths=lengths,
+                x_offsets=offsets,
+                max_seq_len=max_seq_len,
+                num_targets=targets,
+            )
+            out.backward(torch.ones_like(out) if grad is None else grad)
+            return out
+
+        with _fixed_truncation_plans(encoder, lengths, offsets, targets) as plans:
+            # eager warm-up on a side stream: autotuning, lazy initialisation and the
+            # AccumulateGrad nodes' first (allocating) run happen here, not in the capture
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup_steps):
+                    self._zero_grads()
+                    out = fwd_bwd(None)
+            torch.cuda.current_stream().wait_stream(side)
+            self._grad_out = torch.zeros_like(out)
+            del out
+            self._zero_grads()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._out = fwd_bwd(self._grad_out)
+        self._plans = plans  # the graph reads their tensors
+        # None for a parameter the step does not reach, as in eager backward
+        self._grads: List[Optional[torch.Tensor]] = [p.grad for p in self.params]
+        self.x_grad: torch.Tensor = self._x.grad
+
+    def _zero_grads(self) -> None:
+        for p in self.params:
+            p.grad = None
+        self._x.grad = None
+
+    def step(self, x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        """Replays the step on ``x`` with output gradient ``grad_output``; returns the output
+        (a graph buffer).  Gradients land in the parameters' ``.grad`` and :attr:`x_grad`."""
+        for name, new, static in (("x", x, self._x), ("grad_output", grad_output, self._grad_out)):
+            if new.shape != static.shape or new.dtype != static.dtype:
+                raise ValueError(
+                    f"GraphedTrainStep.step: {name} is {tuple(new.shape)} {new.dtype}, the "
+                    f"captured layout has {tuple(static.shape)} {static.dtype}"
+                )
+        with torch.no_grad():
+            self._x.copy_(x)
+            self._grad_out.copy_(grad_output)
+        self.graph.replay()
+        for p, g in zip(self.params, self._grads):  # in case a caller set .grad to None
+            p.grad = g
+        return self._out
