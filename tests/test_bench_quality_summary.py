@@ -53,3 +53,25 @@ def test_a_config_whose_seeds_ran_at_two_parallelisms_is_not_compared():
         _row("ultra_d2", "ultra", 0.9, 60.0, 1, seed=1),
     ]
     assert _pair(rows, "ultra_d2")["wall_ratio"] is None
+
+
+def test_merged_calls_count_a_run_finished_later_once():
+    from ultra_hstu_plugin.bench.quality import merge_calls
+
+    cut = dict(_row("ultra_d2", "ultra", None, None, 1), status="budget")
+    done = _row("ultra_d2", "ultra", 0.9, 60.0, 1)
+    timeout = dict(_row("hstu_d4", "hstu", None, None, 1), status="timeout")
+    hstu = _row("hstu_d2", "hstu", 1.0, 150.0, 1)
+    # call 1: hstu_d2 ok, hstu_d4 timed out, ultra_d2 cut; call 2: ultra_d2 finished
+    rows, superseded = merge_calls([hstu, timeout, cut, done])
+    assert superseded == 1
+    assert {(r["config"], r["status"]) for r in rows} == {
+        ("hstu_d2", "ok"),
+        ("hstu_d4", "timeout"),
+        ("ultra_d2", "ok"),
+    }
+    # a finished run is never replaced by a later unfinished attempt of the same seed
+    rows, superseded = merge_calls([done, cut])
+    assert superseded == 1 and [r["status"] for r in rows] == ["ok"]
+    stats = aggregate(merge_calls([cut, done])[0])["synthetic"]["ultra_d2"]
+    assert stats["n_failed"] == 0 and stats["seeds"] == [0]

@@ -786,6 +786,19 @@ def mean_std(xs: Sequence[float]) -> Tuple[float, float]:
     return m, s
 
 
+def merge_calls(rows: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
+    """Rows of several calls as one grid: per (dataset, config, seed) the last finished run,
+    else the last attempt.  A run one call's budget cut and a later call finished counts
+    once, as finished.  Returns (rows, how many were superseded)."""
+    last: Dict[Tuple[Any, Any, Any], Dict[str, Any]] = {}
+    for r in rows:
+        key = (r["dataset"], r["config"], r["seed"])
+        if key not in last or r["status"] == "ok" or last[key]["status"] != "ok":
+            last[key] = r
+    kept = list(last.values())
+    return kept, len(rows) - len(kept)
+
+
 def aggregate(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """``{dataset: {config: stats}}`` over the ok seeds: mean/std of every metric."""
     out: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -975,6 +988,14 @@ def render(rows: List[Dict[str, Any]], meta: Dict[str, Any], out: Path) -> Dict[
         *(
             f"- merged from: `{m['command']}` (commit {m['commit']}, --parallel {m['parallel']})"
             for m in meta.get("merged_from", [])
+        ),
+        *(
+            [
+                f"- {meta['superseded_runs']} unfinished run(s) of one call superseded by the "
+                "same (dataset, config, seed) finished in a later call"
+            ]
+            if meta.get("superseded_runs")
+            else []
         ),
         "",
         f"seeds {meta.get('seeds')}, --parallel {meta.get('parallel')}; mean ± std over the "
@@ -1326,6 +1347,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         rows = [json.loads(x) for p in args.report_only for x in p.read_text().splitlines() if x]
+        rows, superseded = merge_calls(rows)
         meta = {
             "command": "?",
             "report_command": shlex.join(["ultra-hstu", "bench", "quality", *argv]),
@@ -1344,6 +1366,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 merged.append({k: m.get(k) for k in ("command", "commit", "parallel", "seeds")})
         if len(args.report_only) > 1:
             meta["merged_from"] = merged
+            meta["superseded_runs"] = superseded
         summary = render(rows, meta, args.out)
         doc = {"meta": meta, "rows": rows, "summary": summary}
         (args.out / "quality.json").write_text(json.dumps(doc, indent=1))
