@@ -346,7 +346,8 @@ PRESETS: Dict[str, Preset] = {
             "hstu_preprocessor_hidden_dim": 256,
             "hstu_transducer_embedding_dim": 512,
         },
-        datasets=(replace(_SYNTHETIC_GPU, sizes=(2, 4), ablations=()),),
+        # three sizes a family: the NE-vs-FLOPs fit (target 2) needs them
+        datasets=(replace(_SYNTHETIC_GPU, sizes=(1, 2, 4), ablations=()),),
         sizing="one H200, the wall-time half of target 1: runs one at a time (--parallel 1, "
         "so each run's steps/s is its own), one seed a call.  At the gpu preset (D = 128, 2 "
         "heads of 64) both families sit on GR's ~50 ms host floor a step "
@@ -357,7 +358,9 @@ PRESETS: Dict[str, Preset] = {
         "the ~60 ms host floor: wall ratios ~0.75 (d2) and ~0.4 (d4), ~2.5 min a run.  "
         "Measured on an H100 at 262f273 (results/quality_h100_wide): hstu_d2 6.46 steps/s "
         "(155 s of training), hstu_d4 ~3.6 (900 steps in 252 s: give it --run-timeout >= 400), "
-        "ultra_d2 15.9, ultra_d4 12.4; a run's imports, data, autotuning and eval add ~60 s.  "
+        "ultra_d2 15.9, ultra_d4 12.4; a run's imports, data, autotuning and eval add ~60 s, "
+        "so one 600 s device call holds ~3 runs: pick them with --configs (run in that "
+        "order) and merge the calls with --report-only.  "
         "Synthetic: the gpu preset's (L=4096, batch 32, 1000 steps, k1=k2=64, L'=256).",
     ),
 }
