@@ -312,6 +312,11 @@ def markdown(doc: Dict[str, Any]) -> str:
         f"git commit {env.get('git_commit')}",
         f"- started {doc.get('started')}; {doc.get('elapsed_seconds', 0):.0f} s so far; "
         f"{len(rows)} of {doc.get('planned_runs', len(rows))} runs recorded",
+        *(
+            f"- merged from: `{m['command']}` ({m['device']}, commit {m['git_commit']}, "
+            f"{m['runs']} runs)"
+            for m in doc.get("merged_from", [])
+        ),
         "",
         "Protocol: leave-one-out (train without each user's last two items, validate on the "
         "second-to-last, test on the last); GR's eval code: the target ranked against every "
@@ -408,6 +413,36 @@ def markdown(doc: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge_docs(docs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Several calls' ``retrieval.json`` as one: rows per (dataset, model, seed) the last
+    finished run, else the last attempt (a run one call skipped and a later call finished
+    counts once); the first call's header, every call's command, device and commit listed."""
+    if not docs:
+        raise ValueError("merge_docs: no documents")
+    if len(docs) == 1:
+        return docs[0]
+    last: Dict[Tuple[Any, Any, Any], Dict[str, Any]] = {}
+    for doc in docs:
+        for r in doc["rows"]:
+            key = (r["dataset"], r["model"], r["seed"])
+            if key not in last or r.get("status") == "ok" or last[key].get("status") != "ok":
+                last[key] = r
+    merged = dict(docs[0])
+    merged["rows"] = sorted(last.values(), key=lambda r: (r["dataset"], r["model"], r["seed"]))
+    merged["planned_runs"] = len(merged["rows"])
+    merged["elapsed_seconds"] = sum(d.get("elapsed_seconds", 0) for d in docs)
+    merged["merged_from"] = [
+        {
+            "command": d.get("command"),
+            "device": d.get("environment", {}).get("device"),
+            "git_commit": d.get("environment", {}).get("git_commit"),
+            "runs": len(d["rows"]),
+        }
+        for d in docs
+    ]
+    return merged
+
+
 def write_report(doc: Dict[str, Any], out: Path, tag: str = "") -> None:
     (out / f"retrieval{tag}.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
     (out / f"retrieval{tag}.md").write_text(markdown(doc))
@@ -441,7 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gin-param", action="append", default=[], help="extra binding for every run")
     p.add_argument("--tag", default="", help="suffix of the output file names")
     p.add_argument(
-        "--report-only", metavar="JSON", help="re-render the markdown of a retrieval.json"
+        "--report-only",
+        metavar="JSON",
+        nargs="+",
+        help="re-render the markdown of a retrieval.json; several: merge the calls' rows",
     )
     return p
 
@@ -496,7 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        doc = json.loads(Path(args.report_only).read_text())
+        doc = merge_docs([json.loads(Path(p).read_text()) for p in args.report_only])
         write_report(doc, out, args.tag)
         print(f"wrote {out}/retrieval{args.tag}.md")
         return 0
