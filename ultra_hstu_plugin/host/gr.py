@@ -138,6 +138,13 @@ def stu_module_of(model: DlrmHSTU) -> STU:
     return model._hstu_transducer._stu_module
 
 
+def stu_output_dropout_ratio(module: torch.nn.Module) -> float:
+    """The output dropout of a GR ``STULayer`` (``_output_dropout_ratio``); 0.0 for a module
+    that has none."""
+    ratio = getattr(module, "_output_dropout_ratio", 0.0)
+    return float(ratio) if isinstance(ratio, (int, float)) else 0.0
+
+
 def set_stu_module(model: DlrmHSTU, stu: STU) -> None:
     """Swap the encoder of GR's ranking model, keeping GR's transducer around it."""
     model._hstu_transducer._stu_module = stu
@@ -251,6 +258,7 @@ __all__ = [
     "set_transducer",
     "split_sparse_dense_state",
     "stu_module_of",
+    "stu_output_dropout_ratio",
     "transducer_of",
     "transducer_parts",
     "triton_layer_norm_mul_dropout_bwd",

@@ -27,6 +27,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import torch
 
+from ultra_hstu_plugin.host import stu_output_dropout_ratio
 from ultra_hstu_plugin.modules.truncation import TruncatedSTU
 
 Layout = Tuple[int, int, Tuple[int, ...], Tuple[int, ...]]
@@ -176,9 +177,9 @@ def dropout_ratios(module: torch.nn.Module) -> List[Tuple[str, float]]:
     for name, m in module.named_modules():
         if isinstance(m, torch.nn.Dropout) and m.p > 0:
             found.append((name, float(m.p)))
-        ratio = getattr(m, "_output_dropout_ratio", 0.0)
-        if isinstance(ratio, (int, float)) and ratio > 0:
-            found.append((name, float(ratio)))
+        ratio = stu_output_dropout_ratio(m)
+        if ratio > 0:
+            found.append((name, ratio))
     return found
 
 
