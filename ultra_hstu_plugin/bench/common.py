@@ -15,10 +15,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, Optional, Sequence
 
 if TYPE_CHECKING:
     import argparse
+
+
+def latest_finished(
+    rows: Sequence[Dict[str, Any]], key: Callable[[Dict[str, Any]], Hashable]
+) -> List[Dict[str, Any]]:
+    """Rows of several calls of one grid merged: per ``key`` the last row whose ``status`` is
+    "ok", else the last attempt.  A run one call's budget cut and a later call finished counts
+    once, as finished; a finished run is never replaced by a later unfinished one."""
+    last: Dict[Hashable, Dict[str, Any]] = {}
+    for r in rows:
+        k = key(r)
+        if k not in last or r.get("status") == "ok" or last[k].get("status") != "ok":
+            last[k] = r
+    return list(last.values())
 
 
 def git_commit() -> Optional[str]:

@@ -793,15 +793,11 @@ def mean_std(xs: Sequence[float]) -> Tuple[float, float]:
 
 
 def merge_calls(rows: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
-    """Rows of several calls as one grid: per (dataset, config, seed) the last finished run,
-    else the last attempt.  A run one call's budget cut and a later call finished counts
-    once, as finished.  Returns (rows, how many were superseded)."""
-    last: Dict[Tuple[Any, Any, Any], Dict[str, Any]] = {}
-    for r in rows:
-        key = (r["dataset"], r["config"], r["seed"])
-        if key not in last or r["status"] == "ok" or last[key]["status"] != "ok":
-            last[key] = r
-    kept = list(last.values())
+    """Rows of several calls as one grid (``common.latest_finished`` per dataset, config and
+    seed).  Returns (rows, how many were superseded)."""
+    from ultra_hstu_plugin.bench.common import latest_finished
+
+    kept = latest_finished(rows, lambda r: (r["dataset"], r["config"], r["seed"]))
     return kept, len(rows) - len(kept)
 
 

@@ -414,21 +414,20 @@ def markdown(doc: Dict[str, Any]) -> str:
 
 
 def merge_docs(docs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Several calls' ``retrieval.json`` as one: rows per (dataset, model, seed) the last
-    finished run, else the last attempt (a run one call skipped and a later call finished
-    counts once); the first call's header, every call's command, device and commit listed."""
+    """Several calls' ``retrieval.json`` as one: rows by ``common.latest_finished`` per
+    (dataset, model, seed); the first call's header, every call's command, device and commit
+    listed."""
     if not docs:
         raise ValueError("merge_docs: no documents")
     if len(docs) == 1:
         return docs[0]
-    last: Dict[Tuple[Any, Any, Any], Dict[str, Any]] = {}
-    for doc in docs:
-        for r in doc["rows"]:
-            key = (r["dataset"], r["model"], r["seed"])
-            if key not in last or r.get("status") == "ok" or last[key].get("status") != "ok":
-                last[key] = r
+    from ultra_hstu_plugin.bench.common import latest_finished
+
+    def key(r: Dict[str, Any]) -> Tuple[Any, Any, Any]:
+        return (r["dataset"], r["model"], r["seed"])
+
     merged = dict(docs[0])
-    merged["rows"] = sorted(last.values(), key=lambda r: (r["dataset"], r["model"], r["seed"]))
+    merged["rows"] = sorted(latest_finished([r for d in docs for r in d["rows"]], key), key=key)
     merged["planned_runs"] = len(merged["rows"])
     merged["elapsed_seconds"] = sum(d.get("elapsed_seconds", 0) for d in docs)
     merged["merged_from"] = [
