@@ -8,11 +8,16 @@ evaluating the full kernel's element-wise mask (``_sla_visible``, the same formu
 holds only keys the new rows can see (prefix + last k1), so there is no tile skipping
 beyond the causal end: a block of non-contextual rows stops at its last row's own column.
 
-Forward only (inference).  Tiles are fixed (no autotuning yet: not tuned on a GPU).
+Forward only (inference).  Tiles are fixed (no autotuning).  The split layout's kernel
+splits the cached keys over extra programs when users x heads x row blocks would leave the
+GPU idle (one user scoring 256 candidates with 4 heads is 16 programs), flash-decoding
+style: :func:`num_cache_splits` chooses, ``$ULTRA_HSTU_DELTA_SPLITS`` forces a count.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -242,13 +247,20 @@ def _delta_sla_split_fwd_kernel(
     Q, K, V, KC, VC, Out, q_offsets, cache_offsets, cache_lengths, kept_ends, num_targets,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_kct, stride_kch,
     stride_vct, stride_vch, stride_ot, stride_oh, alpha, scale, H, K1, PREFIX, CTX, TAIL,
-    CACHE_PREFIX, TOTAL_Q, TOTAL_CACHE,
+    CACHE_PREFIX, TOTAL_Q, TOTAL_CACHE, W, stride_ws, CHUNK,
     D: tl.constexpr, DV: tl.constexpr, HAS_TARGETS: tl.constexpr, HAS_CTX: tl.constexpr,
     HAS_TAIL: tl.constexpr, HISTORY_MODE: tl.constexpr, PRECISION: tl.constexpr,
     FAST_MATH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
 ):  # fmt: skip
     """The split layout: keys from the cache (``KC``/``VC`` by ``cache_offsets``), then from
-    the new rows (``K``/``V`` by ``q_offsets``), each walked in its own loop."""
+    the new rows (``K``/``V`` by ``q_offsets``), each walked in its own loop.
+
+    Split-K over the cache (``NUM_SPLITS > 1``, flash-decoding's idea): program axis 2 picks
+    ``CHUNK`` cached keys; the last split also walks the new rows.  HSTU's attention is a
+    plain sum (no softmax to rescale), so each split's partial output goes to the fp32
+    workspace ``W[split]`` and :func:`_sum_splits_kernel` adds them."""
+    split = tl.program_id(2)
     off_bh = tl.program_id(0)
     off_b = off_bh // H
     off_h = off_bh % H
@@ -277,7 +289,8 @@ def _delta_sla_split_fwd_kernel(
     acc = tl.zeros([BLOCK_M, DV], dtype=tl.float32)
     KC_ptr = KC + c_start * stride_kct + off_h * stride_kch
     VC_ptr = VC + c_start * stride_vct + off_h * stride_vch
-    for n0 in range(0, R, BLOCK_N):
+    lo = split * CHUNK
+    for n0 in range(lo, tl.minimum(R, lo + CHUNK), BLOCK_N):
         idx_n = n0 + offs_n
         cols = tl.where(idx_n < CACHE_PREFIX, idx_n, idx_n + shift)
         acc = _delta_tile(
@@ -287,6 +300,7 @@ def _delta_sla_split_fwd_kernel(
         )  # fmt: skip
     # Non-contextual new rows are causal: no new row past the block's last row is visible.
     end = tl.where(n_cache >= CTX, tl.minimum(M, m0 + BLOCK_M), M)
+    end = tl.where(split == NUM_SPLITS - 1, end, 0)  # the new rows: the last split's
     K_ptr = K + q_start * stride_kt + off_h * stride_kh
     V_ptr = V + q_start * stride_vt + off_h * stride_vh
     for n0 in range(0, end, BLOCK_N):
@@ -297,12 +311,62 @@ def _delta_sla_split_fwd_kernel(
             HISTORY_MODE, PRECISION, FAST_MATH,
         )  # fmt: skip
     acc = acc * scale
-    O_ptr = Out + q_start * stride_ot + off_h * stride_oh
-    tl.store(
-        O_ptr + idx_m[:, None] * stride_ot + offs_dv[None, :],
-        acc.to(Out.dtype.element_ty),
-        mask=idx_m[:, None] < M,
-    )
+    if NUM_SPLITS == 1:
+        O_ptr = Out + q_start * stride_ot + off_h * stride_oh
+        tl.store(
+            O_ptr + idx_m[:, None] * stride_ot + offs_dv[None, :],
+            acc.to(Out.dtype.element_ty),
+            mask=idx_m[:, None] < M,
+        )
+    else:  # W[split] is [TOTAL_Q, H, DV], contiguous
+        W_ptr = W + split * stride_ws + (q_start * H + off_h) * DV
+        tl.store(W_ptr + idx_m[:, None] * (H * DV) + offs_dv[None, :], acc, mask=idx_m[:, None] < M)
+
+
+@triton.jit
+def _sum_splits_kernel(W, Out, N, NUM_SPLITS: tl.constexpr, BLOCK: tl.constexpr):
+    """``Out[i] = sum_s W[s, i]`` over the flat ``[TOTAL_Q * H * DV]`` output."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    keep = offs < N
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for s in tl.static_range(NUM_SPLITS):
+        acc += tl.load(W + s * N + offs, mask=keep, other=0.0)
+    tl.store(Out + offs, acc.to(Out.dtype.element_ty), mask=keep)
+
+
+_MAX_SPLITS = 16
+_SUM_BLOCK = 1024
+
+
+@functools.cache
+def _multiprocessors(device_index: Optional[int]) -> int:
+    if triton_interpreting():
+        return 4  # small, so that the interpreter tests take the split path too
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_cache_splits(ctas: int, cached_rows: int, block_n: int, device: torch.device) -> int:
+    """How many splits of the cache keys fill the GPU: about two programs per SM, each
+    split at least two ``block_n`` tiles long.  ``ctas`` programs without splitting (users x
+    heads x row blocks); ``cached_rows`` bounds one user's kept cache.  Host-only, so a cached
+    call stays free of syncs (and capturable in a CUDA graph)."""
+    by_work = max(1, triton.cdiv(cached_rows, 2 * block_n))
+    by_fill = max(1, 2 * _multiprocessors(device.index) // max(1, ctas))
+    return min(by_work, by_fill, _MAX_SPLITS)
+
+
+SPLITS_ENV = "ULTRA_HSTU_DELTA_SPLITS"  # A/B switch for benchmarks: "1" = no split-K
+
+
+def forced_cache_splits() -> Optional[int]:
+    """The split count that ``$ULTRA_HSTU_DELTA_SPLITS`` forces (unset or empty: the launcher
+    chooses); a value that is not an integer in [1, 16] is an error, not ignored."""
+    raw = os.environ.get(SPLITS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_SPLITS:
+        raise ValueError(f"{SPLITS_ENV}={raw!r}: expected an integer in [1, {_MAX_SPLITS}]")
+    return int(raw)
 
 
 def delta_sla_attention_split_triton_fwd(
@@ -343,12 +407,36 @@ def delta_sla_attention_split_triton_fwd(
     if launch is None:
         return out
     grid, nt, (alpha_, scale, H_, k1, prefix, ctx, tail), flags, config = launch
+    config = dict(config)
+    block_n = config["BLOCK_N"]
+    # one user's kept cache is at most the whole cache tensor and the sequence bound
+    cached_rows = max(1, min(k_cache.shape[0], max_seq_len))
+    splits = config.pop("num_splits", None) or forced_cache_splits()
+    if splits is None:
+        splits = num_cache_splits(grid[0] * grid[1], cached_rows, block_n, q.device)
+    chunk = triton.cdiv(triton.cdiv(cached_rows, splits), block_n) * block_n
     total = q.shape[0]
-    _delta_sla_split_fwd_kernel[grid](
+    if splits > 1:
+        work = torch.empty(splits, total, H_, v.shape[2], dtype=torch.float32, device=q.device)
+    else:
+        work = out  # unused
+    _delta_sla_split_fwd_kernel[(*grid, splits)](
         q, k, v, k_cache, v_cache, out, q_offsets, cache_offsets, cache_lengths, kept_ends, nt,
         *q.stride()[:2], *k.stride()[:2], *v.stride()[:2], *k_cache.stride()[:2],
         *v_cache.stride()[:2], *out.stride()[:2],
         alpha_, scale, H_, k1, prefix, ctx, tail, cache_prefix, total, k_cache.shape[0],
-        **flags, **config,
+        work, work.stride(0), chunk, **flags, **config, NUM_SPLITS=splits,
     )  # fmt: skip
+    if splits > 1:
+        flat = (
+            out
+            if out.is_contiguous()
+            else torch.empty_like(out, memory_format=torch.contiguous_format)
+        )
+        n = flat.numel()
+        _sum_splits_kernel[(triton.cdiv(n, _SUM_BLOCK),)](
+            work, flat, n, NUM_SPLITS=splits, BLOCK=_SUM_BLOCK
+        )
+        if flat is not out:
+            out.copy_(flat)
     return out

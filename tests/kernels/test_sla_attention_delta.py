@@ -230,7 +230,15 @@ def test_split_reference_equals_the_delta_op_and_the_full_reference(case):
 @given(
     cases(max_cached=36, max_new=18),
     st.sampled_from([(1, 16, 16), (2, 16, 32)]),
-    st.sampled_from([None, {"BLOCK_M": 16, "BLOCK_N": 16}, {"BLOCK_M": 16, "BLOCK_N": 32}]),
+    st.sampled_from(
+        [
+            None,  # the launcher's choice (the interpreter counts 4 SMs: it often splits)
+            {"BLOCK_M": 16, "BLOCK_N": 16, "num_splits": 1},
+            {"BLOCK_M": 16, "BLOCK_N": 32, "num_splits": 1},
+            {"BLOCK_M": 16, "BLOCK_N": 16, "num_splits": 3},  # split-K over the cache keys
+            {"BLOCK_M": 16, "BLOCK_N": 16, "num_splits": 16},  # more splits than tiles
+        ]
+    ),
 )
 def test_split_triton_matches_the_delta_op_poisoned_output(case, heads, config):
     from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
@@ -322,3 +330,24 @@ def test_padded_plan_equals_the_split_reference(case, delta):
     got = delta_sla_attention_split_padded(q, k, v, kc, vc, rows, mask, alpha)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_split_choice_and_its_env_switch(monkeypatch):
+    from ultra_hstu_plugin.kernels.sla_attention import delta_triton as dt
+
+    monkeypatch.setattr(dt, "_multiprocessors", lambda index: 132)  # an H100
+    cpu = torch.device("cpu")
+    # one user, 4 heads, 256 candidates: 16 programs; 1152 kept keys allow 9 splits of 2 tiles
+    assert dt.num_cache_splits(16, 1152, 64, cpu) == 9
+    assert dt.num_cache_splits(64, 1152, 64, cpu) == 4  # 1024 candidates: fill-bound
+    assert dt.num_cache_splits(512, 1152, 64, cpu) == 1  # many users: the grid is full
+    assert dt.num_cache_splits(1, 10**6, 64, cpu) == dt._MAX_SPLITS
+    assert dt.num_cache_splits(4, 100, 64, cpu) == 1  # a short cache: one split
+    monkeypatch.delenv(dt.SPLITS_ENV, raising=False)
+    assert dt.forced_cache_splits() is None
+    monkeypatch.setenv(dt.SPLITS_ENV, "3")
+    assert dt.forced_cache_splits() == 3
+    for bad in ("0", "17", "two", "-1"):
+        monkeypatch.setenv(dt.SPLITS_ENV, bad)
+        with pytest.raises(ValueError, match=f"ULTRA_HSTU_DELTA_SPLITS={bad!r}"):
+            dt.forced_cache_splits()
