@@ -75,3 +75,29 @@ def test_merged_calls_count_a_run_finished_later_once():
     assert superseded == 1 and [r["status"] for r in rows] == ["ok"]
     stats = aggregate(merge_calls([cut, done])[0])["synthetic"]["ultra_d2"]
     assert stats["n_failed"] == 0 and stats["seeds"] == [0]
+
+
+def test_report_only_names_every_call_and_the_merged_seeds(tmp_path):
+    import json
+
+    from ultra_hstu_plugin.bench.quality import main
+
+    calls = [
+        ("--seeds 0", [_row("hstu_d2", "hstu", 1.0, 150.0, 1), _row("ultra_d2", "ultra", 0.9, 60.0, 1)]),
+        ("--seeds 1", [_row("ultra_d2", "ultra", 1.0, 61.0, 1, seed=1)]),
+    ]  # fmt: skip
+    paths = []
+    for i, (flag, rows) in enumerate(calls):
+        p = tmp_path / f"call{i}.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        meta = {"command": f"ultra-hstu bench quality {flag}", "commit": f"c{i}", "parallel": 1,
+                "seeds": [i], "device": "gpu"}  # fmt: skip
+        p.with_suffix(".json").write_text(json.dumps({"meta": meta}))
+        paths.append(str(p))
+    out = tmp_path / "merged"
+    assert main(["--preset", "gpu-wide", "--out", str(out), "--report-only", *paths]) == 0
+    doc = json.loads((out / "quality.json").read_text())
+    assert doc["meta"]["seeds"] == [0, 1]
+    assert [m["commit"] for m in doc["meta"]["merged_from"]] == ["c0", "c1"]
+    md = (out / "quality.md").read_text()
+    assert "seeds [0, 1]," in md and "--seeds 1` (commit c1" in md

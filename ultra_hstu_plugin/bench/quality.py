@@ -1369,6 +1369,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if len(args.report_only) > 1:
             meta["merged_from"] = merged
             meta["superseded_runs"] = superseded
+            # the seeds of the merged rows, not of the first call alone
+            meta["seeds"] = sorted({r["seed"] for r in rows if "seed" in r})
         summary = render(rows, meta, args.out)
         doc = {"meta": meta, "rows": rows, "summary": summary}
         (args.out / "quality.json").write_text(json.dumps(doc, indent=1))
