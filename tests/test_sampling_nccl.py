@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ultra_hstu_plugin.sampling import AttentionCostModel, LBSLSampler
+# the gloo test's lengths, cost model and port helper (tests/ is on sys.path under pytest)
+from test_sampling_distributed import FLOPS, _free_port, long_tailed
+
+from ultra_hstu_plugin.sampling import LBSLSampler
 
 WARMUP, STEPS, BATCH = 8, 24, 32
-FLOPS = AttentionCostModel.from_flops(dim=64, n_lower=2)
 NCCL = torch.cuda.is_available() and dist.is_available() and dist.is_nccl_available()
 
 
@@ -40,8 +41,7 @@ def _run(rank: int) -> dict:
     )
     steps = []
     for _ in range(STEPS):
-        x = torch.exp(torch.randn(BATCH, generator=data, dtype=torch.float64) * 1.2 + 5.0)
-        kept, stats = s(x.clamp(1, 4096).to(torch.int64))
+        kept, stats = s(long_tailed(BATCH, data))
         steps.append({"kept": kept.tolist(), **stats})
     return {"steps": steps}
 
@@ -54,12 +54,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         Path(out, f"rank{rank}.json").write_text(json.dumps(_run(rank)))
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.gpu  # benchmarks/gpu_integration_tests.sh and the LBSL GPU call run it
