@@ -101,3 +101,22 @@ def test_report_only_names_every_call_and_the_merged_seeds(tmp_path):
     assert [m["commit"] for m in doc["meta"]["merged_from"]] == ["c0", "c1"]
     md = (out / "quality.md").read_text()
     assert "seeds [0, 1]," in md and "--seeds 1` (commit c1" in md
+
+
+def test_curve_verdict_needs_three_sizes_and_fits_that_explain_ne():
+    from ultra_hstu_plugin.bench.quality import curve_verdict, fit_power_law
+
+    def fit(points):
+        return fit_power_law([(f, ne) for f, ne in points])
+
+    hstu = fit([(1e12, 0.90), (2e12, 0.88), (4e12, 0.86)])  # a clean power law
+    ultra = fit([(0.8e12, 0.89), (1.6e12, 0.87), (3.2e12, 0.85)])
+    v = curve_verdict({"hstu": hstu, "ultra": ultra})
+    assert v["met"] is True and v["fraction_below"] == 1.0
+    # noise: depth 2 worse than depths 1 and 4 (ML-100k's shape); no verdict, and why
+    noisy = fit([(1e12, 0.885), (2e12, 0.904), (4e12, 0.878)])
+    v = curve_verdict({"hstu": noisy, "ultra": ultra})
+    assert v["met"] is None and "explain too little" in v["why"] and "hstu 0." in v["why"]
+    two = fit([(1e12, 0.90), (2e12, 0.88)])
+    v = curve_verdict({"hstu": two, "ultra": ultra})
+    assert v["met"] is None and "(measured: hstu 2)" in v["why"]

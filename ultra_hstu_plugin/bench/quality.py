@@ -946,17 +946,33 @@ def summarize(agg: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
     return summary
 
 
+MIN_FIT_SIZES = 3  # the issue's fit: a power law per family over at least 3 model sizes
+MIN_FIT_R2 = 0.5  # below this the power law does not describe the points: no verdict
+
+
 def curve_verdict(fits: Dict[str, Any]) -> Dict[str, Any]:
+    """Target 2: ULTRA's fitted NE-vs-FLOPs curve below HSTU's.  Judged only where both fits
+    stand on ``MIN_FIT_SIZES`` sizes and explain at least ``MIN_FIT_R2`` of their variance;
+    otherwise ``met`` is None and ``why`` says which fit falls short (a line through noise
+    is below another line half the time)."""
     h, u = fits.get("hstu"), fits.get("ultra")
     if not h or not u:
         return {"met": None, "why": "a family has fewer than 2 measured sizes"}
+    few = [
+        f"{n} {f['points']}" for n, f in (("hstu", h), ("ultra", u)) if f["points"] < MIN_FIT_SIZES
+    ]
+    if few:
+        return {
+            "met": None,
+            "why": f"a fit needs >= {MIN_FIT_SIZES} sizes a family (measured: {', '.join(few)})",
+        }
     lo, hi = max(h["flops_min"], u["flops_min"]), min(h["flops_max"], u["flops_max"])
     extrapolated = lo >= hi
     if extrapolated:
         lo, hi = min(h["flops_min"], u["flops_min"]), max(h["flops_max"], u["flops_max"])
     grid = [lo * (hi / lo) ** (i / 20) for i in range(21)] if hi > lo else [lo]
     below = [u["a"] * x ** u["b"] < h["a"] * x ** h["b"] for x in grid]
-    return {
+    verdict = {
         "met": all(below),
         "range": [lo, hi],
         "extrapolated": extrapolated,
@@ -968,6 +984,15 @@ def curve_verdict(fits: Dict[str, Any]) -> Dict[str, Any]:
             else "over the overlap of the ranges"
         ),
     }
+    weak = [f"{n} {f['r2']:.2f}" for n, f in (("hstu", h), ("ultra", u)) if f["r2"] < MIN_FIT_R2]
+    if weak:
+        verdict["met"] = None
+        verdict["why"] = (
+            f"the fits explain too little of NE (R² {', '.join(weak)}; at least {MIN_FIT_R2} "
+            f"needed): NE does not follow a power law in FLOPs over these sizes (ULTRA's fit "
+            f"is below on {verdict['fraction_below']:.0%} of the range, {verdict['why']})"
+        )
+    return verdict
 
 
 # ----------------------------------------------------------------------------- report
