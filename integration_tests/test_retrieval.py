@@ -399,3 +399,35 @@ def test_ultra_hstu_beats_popularity_on_movielens_100k(retrieval_dir, tmp_path):
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "curves.jsonl").exists()
     print(f"HR@10 ULTRA-HSTU {ours['hr@10']:.4f} vs popularity {pop['hr@10']:.4f}")
     assert ours["hr@10"] > pop["hr@10"], (ours, pop)
+
+
+def test_progress_lines_between_grs_train_loss_lines(retrieval_dir, tmp_path, capsys):
+    """GR logs the train loss every eval_interval steps, epochs apart on a CPU; our progress
+    line fills the gap (here: every step), and a negative period is an error."""
+    base = [
+        f"ultra_hstu.RetrievalData.data_dir = '{retrieval_dir}'",
+        f"ultra_hstu.RetrievalRun.output_dir = '{tmp_path}'",
+        "ultra_hstu.RetrievalRun.save_checkpoint = False",
+        "train_fn.max_sequence_length = 20",
+        "train_fn.num_epochs = 1",
+        "train_fn.local_batch_size = 256",
+        "ultra_hstu.UltraHSTUEncoderConfig.k1 = 8",
+        "ultra_hstu.UltraHSTUEncoderConfig.k2 = 2",
+        "ultra_hstu.UltraHSTUEncoderConfig.truncated_seq_len = 8",
+        "train_fn.eval_interval = 1000",
+    ]
+    with pytest.raises(ValueError, match="progress_every_seconds must be >= 0"):
+        trainer.load_config(
+            [str(ML100K_ULTRA)], [*base, "ultra_hstu.RetrievalRun.progress_every_seconds = -1"]
+        )
+    settings = trainer.load_config(
+        [str(ML100K_ULTRA)], [*base, "ultra_hstu.RetrievalRun.progress_every_seconds = 1e-9"]
+    )
+    trainer.train(settings)
+    lines = [
+        x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("epoch 0 step")
+    ]
+    steps = [int(x.split("step ")[1].split("/")[0]) for x in lines]
+    total = int(lines[0].split("/")[1].split(":")[0])
+    assert steps == list(range(1, total + 1)) and total >= 2, lines
+    assert all("train loss" in x and "steps/s" in x for x in lines)

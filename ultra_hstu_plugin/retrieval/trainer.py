@@ -105,6 +105,9 @@ class RetrievalRun:
     early_stopping_patience: int = 0  # epochs without a better validation metric; 0: off
     early_stopping_metric: str = "ndcg@10"  # one of REPORTED
     max_train_seconds: float = 0.0  # wall-time cap of the run (train + evals); 0: none
+    # a progress line (epoch, step, loss, steps/s) at most this often; GR's own train-loss
+    # line comes every train_fn.eval_interval steps, which can be epochs apart; 0: off
+    progress_every_seconds: float = 30.0
     # Triton autotuning on CUDA, as RunSettings' fields of the ranking path
     # (ultra_hstu_plugin/autotune.py): the bound, the known-config table, a table to record.
     autotune_max_configs: Optional[int] = 4
@@ -120,6 +123,11 @@ class RetrievalRun:
         if self.early_stopping_patience < 0 or self.max_train_seconds < 0:
             raise ValueError(
                 "ultra_hstu.RetrievalRun.early_stopping_patience and max_train_seconds must be >= 0"
+            )
+        if self.progress_every_seconds < 0:
+            raise ValueError(
+                "ultra_hstu.RetrievalRun.progress_every_seconds must be >= 0 (0: off), got "
+                f"{self.progress_every_seconds}"
             )
         check_settings(
             "ultra_hstu.RetrievalRun",
@@ -418,6 +426,7 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
     best_state: Optional[Dict[str, torch.Tensor]] = None
     since_best = 0
     stop_reason = "num_epochs"
+    last_progress = start
     for epoch in range(p["num_epochs"]):
         for s in (train_sampler, eval_sampler, val_sampler):
             if s is not None:
@@ -474,6 +483,18 @@ def _train(settings: RetrievalRun, p: Dict[str, Any], ctx: Any) -> Dict[str, Any
                 first_step_seconds = round(clock - start, 2)
             if rank0 and step % p["eval_interval"] == 0:  # GR's train-loss log cadence
                 _say(f"  step {step}: train loss {last_loss:.4f}")
+                last_progress = time.time()
+            elif (
+                rank0
+                and settings.progress_every_seconds
+                and time.time() - last_progress >= settings.progress_every_seconds
+            ):
+                last_progress = time.time()
+                rate = len(losses) / max(last_progress - epoch_start, 1e-9)
+                _say(
+                    f"  epoch {epoch} step {len(losses)}/{len(train_loader)}: train loss "
+                    f"{last_loss:.4f}, {rate:.2f} steps/s"
+                )
             if (
                 settings.max_train_seconds
                 and step > 1  # the same on every rank: the all-reduce stays collective
