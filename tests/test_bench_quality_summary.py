@@ -120,3 +120,17 @@ def test_curve_verdict_needs_three_sizes_and_fits_that_explain_ne():
     two = fit([(1e12, 0.90), (2e12, 0.88)])
     v = curve_verdict({"hstu": two, "ultra": ultra})
     assert v["met"] is None and "(measured: hstu 2)" in v["why"]
+
+
+def test_target1_says_when_a_met_pair_has_fewer_than_three_seeds(tmp_path):
+    rows = [_row("hstu_d2", "hstu", 1.0, 200.0, 1, seed=s) for s in (0, 1)]
+    rows += [_row("ultra_d2", "ultra", 0.9, 80.0, 1, seed=s) for s in (0, 1, 2)]
+    t1 = summarize(aggregate(rows))["synthetic"]["target1"]
+    assert t1["met"] and t1["pairs"][0]["seeds"] == [2, 3]
+    assert t1["few_seeds"] == ["ultra_d2 vs hstu_d2 (3 / 2 seeds)"]
+    render(rows, {"seeds": [0, 1, 2]}, tmp_path)
+    md = (tmp_path / "quality.md").read_text()
+    assert "on fewer than the 3 seeds a side the target asks: ultra_d2 vs hstu_d2" in md
+    assert "| 0.40 | 3 / 2 | yes |" in md
+    rows.append(_row("hstu_d2", "hstu", 1.0, 200.0, 1, seed=2))
+    assert summarize(aggregate(rows))["synthetic"]["target1"]["few_seeds"] == []
