@@ -5,6 +5,8 @@ of one inference forward (eager and CUDA-graphed) and one train step, per config
 The measuring half of issue 10's "measure first" (``ultra-hstu bench scaling`` is the
 side-by-side benchmark).  Usage on the GPU machine, from the repository root:
   PYTHONPATH=$PWD:$PWD/.gr python benchmarks/encoder_profile.py --out $OUT [--configs ...]
+Cached scoring (issue 14: where a cached layer's ~33 us go):
+  ... encoder_profile.py --out $OUT --configs sla18 --batches 1 --no-train --cached 64 256
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ def main() -> int:
     p.add_argument("--seq-len", type=int, default=16384)
     p.add_argument("--batches", type=int, nargs="*", default=[4, 1])
     p.add_argument("--no-train", action="store_true")
+    p.add_argument(
+        "--cached",
+        type=int,
+        nargs="*",
+        default=[],
+        help="B = 1 only: also profile cached scoring of these candidate counts against the "
+        "history's KV cache (bench inference's fill_cache / cached_scorer)",
+    )
     args = p.parse_args()
     from ultra_hstu_plugin.host.stubs import stub_torchrec_if_missing
 
@@ -72,6 +82,29 @@ def main() -> int:
         ]
         host = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
         return wall, gpu, table, host
+
+    def profile_cached(model, row, M):
+        """One user's cached scoring of M candidates: wall (do_bench, eager launches), GPU
+        kernel time and the top kernels (the profiler's device time: launches excluded)."""
+        from ultra_hstu_plugin.bench.inference import cached_scorer, fill_cache
+
+        history = torch.randn(L, 512, device="cuda", dtype=torch.bfloat16)
+        candidates = torch.randn(M, 512, device="cuda", dtype=torch.bfloat16)
+        fill_cache(model, history, M, M)
+        score = cached_scorer(model, M, "cuda")
+
+        def call():
+            return score(candidates)
+
+        call()
+        torch.cuda.synchronize()
+        row[f"cached{M}_ms"] = round(do_bench(call, warmup=20, rep=200, return_mode="median"), 3)
+        wall, gpu, table, host = gpu_time_and_table(call)
+        row.update(
+            {f"cached{M}_prof_wall_ms": round(wall, 3), f"cached{M}_gpu_ms": round(gpu, 3),
+             f"cached{M}_top": table}
+        )  # fmt: skip
+        print(f"== cached M={M} host ==\n{host}", flush=True)
 
     def measure(name, B):
         n1, n2, lp, fp8 = CONFIGS[name]
@@ -116,6 +149,9 @@ def main() -> int:
         row["graph_rel_err"] = float((got.float() - ref.float()).norm() / ref.float().norm())
         row["graph_inf_ms"] = round(do_bench(ginf, warmup=20, rep=200, return_mode="median"), 3)
         graphed.reset()
+        if B == 1:
+            for M in args.cached:
+                profile_cached(model, row, M)
         if not args.no_train and B > 1:
             model.train()
             grad = torch.randn_like(x)
