@@ -36,6 +36,19 @@ def long_tailed(n: int, g: torch.Generator) -> torch.Tensor:
     return x.clamp(1, 4096).to(torch.int64)
 
 
+def balance_sampler(rank: int, warmup_steps: int = WARMUP) -> LBSLSampler:
+    """The LBSL sampler both multi-process tests run on every rank (seeded by rank)."""
+    return LBSLSampler(
+        FLOPS,
+        max_len=4096,
+        alpha=1.6,
+        floor=32,
+        warmup_steps=warmup_steps,
+        refresh_every=8,
+        generator=torch.Generator().manual_seed(rank),
+    )
+
+
 def _error(fn) -> str:
     try:
         fn()
@@ -51,15 +64,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         res = {}
         data = torch.Generator().manual_seed(100 + rank)  # each rank draws its own users
-        s = LBSLSampler(
-            FLOPS,
-            max_len=4096,
-            alpha=1.6,
-            floor=32,
-            warmup_steps=WARMUP,
-            refresh_every=8,
-            generator=torch.Generator().manual_seed(rank),
-        )
+        s = balance_sampler(rank)
         res["balance"] = [s(long_tailed(BATCH, data))[1] for _ in range(STEPS)]
         mean = LBSLSampler(
             FLOPS,

@@ -19,10 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-# the gloo test's lengths, cost model and port helper (tests/ is on sys.path under pytest)
-from test_sampling_distributed import FLOPS, _free_port, long_tailed
-
-from ultra_hstu_plugin.sampling import LBSLSampler
+# the gloo test's lengths, sampler and port helper (tests/ is on sys.path under pytest)
+from test_sampling_distributed import _free_port, balance_sampler, long_tailed
 
 WARMUP, STEPS, BATCH = 8, 24, 32
 NCCL = torch.cuda.is_available() and dist.is_available() and dist.is_nccl_available()
@@ -30,15 +28,7 @@ NCCL = torch.cuda.is_available() and dist.is_available() and dist.is_nccl_availa
 
 def _run(rank: int) -> dict:
     data = torch.Generator().manual_seed(100 + rank)
-    s = LBSLSampler(
-        FLOPS,
-        max_len=4096,
-        alpha=1.6,
-        floor=32,
-        warmup_steps=WARMUP,
-        refresh_every=8,
-        generator=torch.Generator().manual_seed(rank),
-    )
+    s = balance_sampler(rank, WARMUP)
     steps = []
     for _ in range(STEPS):
         kept, stats = s(long_tailed(BATCH, data))
