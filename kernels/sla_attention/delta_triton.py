@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ultra_hstu_plugin.kernels.ops import triton_interpreting
+from ultra_hstu_plugin.kernels.sla_attention.delta_op import bounded_cache, cache_prefix_len
 from ultra_hstu_plugin.kernels.sla_attention.mask import SLAMaskSpec
 from ultra_hstu_plugin.kernels.sla_attention.triton_kernels import (
     _common_args,
@@ -290,7 +291,10 @@ def _delta_sla_split_fwd_kernel(
     KC_ptr = KC + c_start * stride_kct + off_h * stride_kch
     VC_ptr = VC + c_start * stride_vct + off_h * stride_vch
     lo = split * CHUNK
-    for n0 in range(lo, tl.minimum(R, lo + CHUNK), BLOCK_N):
+    # the last split runs to the user's end: CHUNK comes from a host-side bound, and a cache
+    # longer than it (never made by SLAKVCache) is slower, not wrong
+    hi = tl.where(split == NUM_SPLITS - 1, R, tl.minimum(R, lo + CHUNK))
+    for n0 in range(lo, hi, BLOCK_N):
         idx_n = n0 + offs_n
         cols = tl.where(idx_n < CACHE_PREFIX, idx_n, idx_n + shift)
         acc = _delta_tile(
@@ -409,8 +413,12 @@ def delta_sla_attention_split_triton_fwd(
     grid, nt, (alpha_, scale, H_, k1, prefix, ctx, tail), flags, config = launch
     config = dict(config)
     block_n = config["BLOCK_N"]
-    # one user's kept cache is at most the whole cache tensor and the sequence bound
-    cached_rows = max(1, min(k_cache.shape[0], max_seq_len))
+    # one user's kept cache is at most the whole cache tensor, the sequence bound and, for a
+    # bounded (SLA) cache, the prefix + window it keeps (several users: not their sum)
+    cached_rows = min(k_cache.shape[0], max_seq_len)
+    if bounded_cache(spec):
+        cached_rows = min(cached_rows, cache_prefix_len(spec) + spec.k1)
+    cached_rows = max(1, cached_rows)
     splits = config.pop("num_splits", None) or forced_cache_splits()
     if splits is None:
         splits = num_cache_splits(grid[0] * grid[1], cached_rows, block_n, q.device)

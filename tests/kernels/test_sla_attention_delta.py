@@ -351,3 +351,23 @@ def test_cache_split_choice_and_its_env_switch(monkeypatch):
         monkeypatch.setenv(dt.SPLITS_ENV, bad)
         with pytest.raises(ValueError, match=f"ULTRA_HSTU_DELTA_SPLITS={bad!r}"):
             dt.forced_cache_splits()
+
+
+@needs_triton
+@pytest.mark.parametrize("splits", [None, 2, 5])
+def test_split_k_reads_a_cache_longer_than_the_bound_it_was_sized_for(splits):
+    """A bounded spec sizes the splits for prefix + k1 kept keys; a cache that kept every row
+    (40 > 2 + 8) must still be read to its end: its last rows are the ones the window sees."""
+    from ultra_hstu_plugin.kernels.sla_attention.delta_triton import (
+        delta_sla_attention_split_triton_fwd,
+    )
+
+    spec = SLAMaskSpec(k1=8, k2=2)
+    assert bounded_cache(spec)
+    args, want = build_case(spec, [40], [6], [6], [None], seed=3)
+    sargs = tuple(a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in split_args(args))
+    assert sargs[3].shape[0] == 40  # every cached row kept
+    config = {"BLOCK_M": 16, "BLOCK_N": 16, "num_splits": splits}
+    poisoned = torch.full((6, 2, 16), float("nan"), device=DEVICE)
+    got = delta_sla_attention_split_triton_fwd(*sargs, config=config, out=poisoned)
+    assert _rel_err(got.cpu(), want) < TOL
