@@ -9,7 +9,9 @@
 Every run is one ``ultra-hstu train`` (our launcher: GR's ``train_loop`` / ``eval_loop``,
 metrics, sharding) in its own subprocess, from a gin file written into its run folder
 (``DIR/runs/<dataset>/<config>/seed<k>/run.gin``), with a timeout; a run that fails, times
-out or is cut by ``--time-budget`` is recorded with its error and the benchmark goes on.
+out or is cut by ``--time-budget`` is recorded with its error and the benchmark goes on.  A
+run is not started when the runs finished in the call say it cannot end within the budget
+(:meth:`Runner.expected_seconds`); it is recorded as not started.
 Same data, steps, batch size and seeds for every configuration of a dataset.
 
 Configurations (per dataset; ``CONFIG_ORDER``):
@@ -656,6 +658,8 @@ class Runner:
         self.device = device
         self.writer = writer
         self.t0 = time.time()
+        # (dataset, config) -> seconds of the runs finished in this call (for the budget)
+        self.finished: Dict[Tuple[str, str], List[float]] = {}
 
     def _env(self) -> Dict[str, str]:
         env = dict(os.environ, PYTHONUNBUFFERED="1", TRITON_CACHE_AUTOTUNING="1")
@@ -711,6 +715,20 @@ class Runner:
             row["progress"] = last_progress(job.run_dir)
         self.writer.add(row)
 
+    def expected_seconds(self, job: Job) -> float:
+        """How long ``job`` will take, from the runs finished in this call: the longest of its
+        own config (another seed), else the shortest of any config (a run costs at least its
+        start-up, data and eval), else 0 (nothing known yet)."""
+        same = self.finished.get((job.plan.name, job.variant.name))
+        if same:
+            return max(same)
+        every = [t for ts in self.finished.values() for t in ts]
+        return min(every) if every else 0.0
+
+    def _skip(self, job: Job, why: str) -> None:
+        row = finish_row(job, None, "budget", why, self.args.parallel, self.device)
+        self.writer.add(row)
+
     def run(self, jobs: List[Job]) -> None:
         pending = list(jobs)
         running: List[Job] = []
@@ -719,6 +737,15 @@ class Runner:
             elapsed = time.time() - self.t0
             while pending and len(running) < self.args.parallel and elapsed < budget:
                 job = pending.pop(0)
+                need = self.expected_seconds(job)
+                if elapsed + need > budget:
+                    # it would be cut before it finishes: the device time is better left unused
+                    self._skip(
+                        job,
+                        f"not started: {budget - elapsed:.0f} s of --time-budget {budget:.0f} s "
+                        f"left, and a run here takes ~{need:.0f} s (runs finished in this call)",
+                    )
+                    continue
                 self._start(job)
                 running.append(job)
             time.sleep(0.5)
@@ -727,6 +754,9 @@ class Runner:
                 assert job.proc is not None
                 if job.proc.poll() is not None:
                     running.remove(job)
+                    if job.proc.returncode == 0:
+                        key = (job.plan.name, job.variant.name)
+                        self.finished.setdefault(key, []).append(now - job.started)
                     self._reap(job, "ok", None)
                 elif now - job.started > self.args.run_timeout:
                     self._kill(job)
@@ -738,15 +768,7 @@ class Runner:
                     self._reap(job, "budget", f"stopped by --time-budget {budget:.0f} s")
             if time.time() - self.t0 > budget:
                 for job in pending:
-                    row = finish_row(
-                        job,
-                        None,
-                        "budget",
-                        f"not started: --time-budget {budget:.0f} s spent",
-                        self.args.parallel,
-                        self.device,
-                    )
-                    self.writer.add(row)
+                    self._skip(job, f"not started: --time-budget {budget:.0f} s spent")
                 pending = []
 
 
@@ -1338,7 +1360,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: the preset's")
     p.add_argument("--parallel", type=int, default=None, help="concurrent runs (one GPU)")
-    p.add_argument("--time-budget", type=float, default=None, help="seconds for all runs")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds for all runs: a run that the finished ones say cannot end in time is "
+        "not started; one still running at the end is cut",
+    )
     p.add_argument("--run-timeout", type=float, default=None, help="seconds per run")
     p.add_argument("--seeds", type=str, default=None, help="e.g. 0,1,2 (default: the preset's)")
     p.add_argument(
