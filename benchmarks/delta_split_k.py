@@ -43,19 +43,6 @@ def case(L: int, M: int, H: int, D: int, k1: int, k2: int, device: str, dtype: t
     return args
 
 
-def graph_of(fn):
-    """``fn`` captured in a CUDA graph (after a warm-up on a side stream, as torch asks)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -66,12 +53,13 @@ def main() -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     device = "cpu" if smoke else "cuda"
     # imported after TRITON_INTERPRET is set: triton reads it when a kernel is decorated
+    from ultra_hstu_plugin.bench.inference import GraphedCall
     from ultra_hstu_plugin.kernels.sla_attention.delta_reference import (
         delta_sla_attention_split_reference,
     )
     from ultra_hstu_plugin.kernels.sla_attention.delta_triton import (
+        cache_split_plan,
         delta_sla_attention_split_triton_fwd,
-        num_cache_splits,
     )
 
     dtype = torch.float32 if smoke else torch.bfloat16
@@ -85,17 +73,20 @@ def main() -> None:
         want = delta_sla_attention_split_reference(*fp32[:9], fp32[9], *fp32[11:])
         row = {"L": L, "M": M, "heads": H, "head_dim": D, "kept_keys": args[3].shape[0]}
         cfg = {"BLOCK_M": 16, "BLOCK_N": 16} if smoke else {"BLOCK_M": 64, "BLOCK_N": 64}
-        row["auto_splits"] = num_cache_splits(
-            H * -(-M // cfg["BLOCK_M"]), row["kept_keys"], cfg["BLOCK_N"], torch.device(device)
-        )
+        row["auto_splits"], _ = cache_split_plan(
+            H * -(-M // cfg["BLOCK_M"]), row["kept_keys"], L + M, args[12], cfg["BLOCK_N"],
+            torch.device(device),
+        )  # fmt: skip
         for label, splits in (("before", 1), ("after", None)):
             c = dict(cfg, num_splits=splits) if splits else dict(cfg)
             if not smoke:
                 c.update(num_warps=4, num_stages=2)
             poisoned = torch.full((M, H, D), float("nan"), dtype=dtype, device=device)
 
-            def call(c=c, poisoned=poisoned, args=args):
-                return delta_sla_attention_split_triton_fwd(*args, config=dict(c), out=poisoned)
+            def call(q=args[0], c=c, poisoned=poisoned, args=args):
+                return delta_sla_attention_split_triton_fwd(
+                    q, *args[1:], config=dict(c), out=poisoned
+                )
 
             got = call().float()
             err = float((got - want).abs().max() / want.abs().max())
@@ -108,7 +99,9 @@ def main() -> None:
                 # eager: a Python launch (~40 us at these sizes) hides the kernel; the replay
                 # of a CUDA graph of the call is the GPU time, as in the graphed encoder
                 row[f"{label}_us_eager"] = round(1000 * triton.testing.do_bench(call), 2)
-                row[f"{label}_us"] = round(1000 * triton.testing.do_bench(graph_of(call).replay), 2)
+                # the replay alone: GraphedCall's input copy and output clone stay untimed
+                graph = GraphedCall(call, args[0]).graph
+                row[f"{label}_us"] = round(1000 * triton.testing.do_bench(graph.replay), 2)
         if row["before_us"]:
             row["speedup"] = round(row["before_us"] / row["after_us"], 2)
         rows.append(row)

@@ -373,6 +373,28 @@ def forced_cache_splits() -> Optional[int]:
     return int(raw)
 
 
+def cache_split_plan(
+    programs: int,
+    cache_rows: int,
+    max_seq_len: int,
+    spec: SLAMaskSpec,
+    block_n: int,
+    device: torch.device,
+    splits: Optional[int] = None,
+) -> Tuple[int, int]:
+    """(splits, cached keys a split) of the split-layout launch: ``splits`` if given, else
+    ``$ULTRA_HSTU_DELTA_SPLITS``, else :func:`num_cache_splits`.  ``programs`` is users x
+    heads x row blocks, ``cache_rows`` the cache tensor's rows (all users)."""
+    # one user's kept cache is at most the whole cache tensor, the sequence bound and, for a
+    # bounded (SLA) cache, the prefix + window it keeps (several users: not their sum)
+    rows = min(cache_rows, max_seq_len)
+    if bounded_cache(spec):
+        rows = min(rows, cache_prefix_len(spec) + spec.k1)
+    rows = max(1, rows)
+    splits = splits or forced_cache_splits() or num_cache_splits(programs, rows, block_n, device)
+    return splits, triton.cdiv(triton.cdiv(rows, splits), block_n) * block_n
+
+
 def delta_sla_attention_split_triton_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -412,17 +434,10 @@ def delta_sla_attention_split_triton_fwd(
         return out
     grid, nt, (alpha_, scale, H_, k1, prefix, ctx, tail), flags, config = launch
     config = dict(config)
-    block_n = config["BLOCK_N"]
-    # one user's kept cache is at most the whole cache tensor, the sequence bound and, for a
-    # bounded (SLA) cache, the prefix + window it keeps (several users: not their sum)
-    cached_rows = min(k_cache.shape[0], max_seq_len)
-    if bounded_cache(spec):
-        cached_rows = min(cached_rows, cache_prefix_len(spec) + spec.k1)
-    cached_rows = max(1, cached_rows)
-    splits = config.pop("num_splits", None) or forced_cache_splits()
-    if splits is None:
-        splits = num_cache_splits(grid[0] * grid[1], cached_rows, block_n, q.device)
-    chunk = triton.cdiv(triton.cdiv(cached_rows, splits), block_n) * block_n
+    splits, chunk = cache_split_plan(
+        grid[0] * grid[1], k_cache.shape[0], max_seq_len, spec, config["BLOCK_N"], q.device,
+        config.pop("num_splits", None),
+    )  # fmt: skip
     total = q.shape[0]
     if splits > 1:
         work = torch.empty(splits, total, H_, v.shape[2], dtype=torch.float32, device=q.device)
